@@ -1,0 +1,229 @@
+//! The `Connection` and `Keep-Alive` headers: the one place that knows their grammar.
+//!
+//! The server formats `Keep-Alive: timeout=T, max=M`; the client parses it. Parsing is
+//! defensive: garbage, negative or absurd values and repeated parameters never panic and never
+//! yield a value the peer did not clearly send (the first well-formed occurrence wins, values
+//! that do not fit are dropped).
+//!
+//! ```
+//! use http::HeaderMap;
+//! use keepalive::header::KeepAliveParams;
+//! use std::time::Duration;
+//!
+//! let mut headers = HeaderMap::new();
+//! headers.insert("keep-alive", "timeout=5, max=100".parse().unwrap());
+//! let params = KeepAliveParams::from_headers(&headers);
+//! assert_eq!(params.timeout, Some(Duration::from_secs(5)));
+//! assert_eq!(params.max, Some(100));
+//! ```
+
+use std::time::Duration;
+
+use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION};
+
+/// The `Keep-Alive` header's name.
+pub const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+
+/// The largest `timeout=` accepted, in seconds (a day); larger values are ignored as garbage.
+const MAX_TIMEOUT_SECS: u64 = 24 * 60 * 60;
+
+/// What a `Keep-Alive` header says.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeepAliveParams {
+    /// `timeout=N`: the sender keeps an idle connection open for about N seconds.
+    pub timeout: Option<Duration>,
+    /// `max=M`: the sender accepts at most M more requests on this connection.
+    pub max: Option<u32>,
+}
+
+impl KeepAliveParams {
+    /// Parses every `Keep-Alive` header in `headers`. The first well-formed value of each
+    /// parameter wins; malformed ones are skipped.
+    pub fn from_headers(headers: &HeaderMap) -> Self {
+        let mut params = KeepAliveParams::default();
+        for value in headers.get_all(KEEP_ALIVE) {
+            params.merge(Self::parse(value.as_bytes()));
+        }
+        params
+    }
+
+    /// Parses one header value such as `timeout=5, max=1000`.
+    pub fn parse(value: &[u8]) -> Self {
+        let mut params = KeepAliveParams::default();
+        for item in value.split(|&b| b == b',') {
+            let Some((name, val)) = split_param(item) else {
+                continue;
+            };
+            if name.eq_ignore_ascii_case(b"timeout") && params.timeout.is_none() {
+                params.timeout = parse_decimal(val)
+                    .filter(|&secs| secs <= MAX_TIMEOUT_SECS)
+                    .map(Duration::from_secs);
+            } else if name.eq_ignore_ascii_case(b"max") && params.max.is_none() {
+                params.max = parse_decimal(val).and_then(|m| u32::try_from(m).ok());
+            }
+        }
+        params
+    }
+
+    fn merge(&mut self, other: Self) {
+        self.timeout = self.timeout.or(other.timeout);
+        self.max = self.max.or(other.max);
+    }
+
+    /// Formats `timeout=T, max=M` (either part left out when `None`).
+    pub fn to_header_value(&self) -> Option<HeaderValue> {
+        let mut text = String::with_capacity(24);
+        if let Some(timeout) = self.timeout {
+            text.push_str("timeout=");
+            text.push_str(&timeout.as_secs().to_string());
+        }
+        if let Some(max) = self.max {
+            if !text.is_empty() {
+                text.push_str(", ");
+            }
+            text.push_str("max=");
+            text.push_str(&max.to_string());
+        }
+        if text.is_empty() {
+            return None;
+        }
+        HeaderValue::from_str(&text).ok()
+    }
+}
+
+/// Splits `name=value` (optional whitespace, optional quotes around the value).
+fn split_param(item: &[u8]) -> Option<(&[u8], &[u8])> {
+    let eq = item.iter().position(|&b| b == b'=')?;
+    let name = item[..eq].trim_ascii();
+    let mut value = item[eq + 1..].trim_ascii();
+    if value.len() >= 2 && value[0] == b'"' && value[value.len() - 1] == b'"' {
+        value = &value[1..value.len() - 1];
+    }
+    Some((name, value))
+}
+
+/// Digits only (no sign, no spaces inside), at most 19 of them so the value fits a `u64`.
+fn parse_decimal(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(
+        value
+            .iter()
+            .fold(0u64, |acc, &d| acc * 10 + u64::from(d - b'0')),
+    )
+}
+
+/// Whether any `Connection` header lists `token` (case-insensitive), e.g. `close` or
+/// `keep-alive`.
+pub fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+    headers.get_all(CONNECTION).iter().any(|value| {
+        value
+            .as_bytes()
+            .split(|&b| b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> KeepAliveParams {
+        KeepAliveParams::parse(s.as_bytes())
+    }
+
+    #[test]
+    fn parses_the_usual_forms() {
+        assert_eq!(
+            parse("timeout=5, max=1000").timeout,
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(parse("timeout=5, max=1000").max, Some(1000));
+        assert_eq!(parse("max=3").timeout, None);
+        assert_eq!(
+            parse(" Timeout = \"7\" ").timeout,
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(parse("timeout=0").timeout, Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        for bad in [
+            "timeout=-1",
+            "timeout=abc",
+            "timeout=1e3",
+            "timeout=99999999999999999999999",
+            "timeout=86401",
+            "timeout",
+            "=5",
+            "timeout=",
+            "timeout=+5",
+            "timeout=5 5",
+            "\u{0}\u{1}",
+        ] {
+            assert_eq!(parse(bad).timeout, None, "{bad:?}");
+        }
+        assert_eq!(parse("max=4294967296").max, None);
+        assert_eq!(parse("max=-3").max, None);
+    }
+
+    #[test]
+    fn first_well_formed_value_wins() {
+        assert_eq!(
+            parse("timeout=x, timeout=4, timeout=9").timeout,
+            Some(Duration::from_secs(4))
+        );
+        let mut headers = HeaderMap::new();
+        headers.append(KEEP_ALIVE, HeaderValue::from_static("max=2"));
+        headers.append(KEEP_ALIVE, HeaderValue::from_static("timeout=3, max=9"));
+        let params = KeepAliveParams::from_headers(&headers);
+        assert_eq!(params.max, Some(2));
+        assert_eq!(params.timeout, Some(Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic() {
+        // A small deterministic generator (xorshift) over bytes that matter to the grammar.
+        let alphabet = b"timeoutmax=, \"0123456789-+\t\xff\x00;";
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..20_000 {
+            let mut bytes = Vec::new();
+            let len = (state % 40) as usize;
+            for _ in 0..len {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                bytes.push(alphabet[(state % alphabet.len() as u64) as usize]);
+            }
+            let params = KeepAliveParams::parse(&bytes);
+            if let Some(t) = params.timeout {
+                assert!(t.as_secs() <= MAX_TIMEOUT_SECS);
+            }
+        }
+    }
+
+    #[test]
+    fn formats_and_round_trips() {
+        let params = KeepAliveParams {
+            timeout: Some(Duration::from_secs(60)),
+            max: Some(999),
+        };
+        let value = params.to_header_value().unwrap();
+        assert_eq!(value, "timeout=60, max=999");
+        assert_eq!(KeepAliveParams::parse(value.as_bytes()), params);
+        assert_eq!(KeepAliveParams::default().to_header_value(), None);
+    }
+
+    #[test]
+    fn connection_tokens() {
+        let mut headers = HeaderMap::new();
+        headers.append(CONNECTION, HeaderValue::from_static("Upgrade, Keep-Alive"));
+        assert!(connection_has(&headers, "keep-alive"));
+        assert!(connection_has(&headers, "upgrade"));
+        assert!(!connection_has(&headers, "close"));
+        headers.append(CONNECTION, HeaderValue::from_static("close"));
+        assert!(connection_has(&headers, "close"));
+    }
+}

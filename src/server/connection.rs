@@ -1,0 +1,390 @@
+//! The state one server connection shares between its driver, its IO (what hyper reads and
+//! writes) and its per-connection service, and the IO itself.
+//!
+//! Everything here is touched from the connection's own task only (hyper polls the service and
+//! the IO inline), so the mutex is never contended; it is there so the pieces can be owned by
+//! hyper and the driver at once without `unsafe`.
+
+use std::future::Future as _;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use socket2::SockRef;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
+
+use super::policy::{Budget, Policy, RequestFacts, Verdict};
+use super::{CloseReason, ServerConfig, ServerStats};
+use crate::fin::{Fill, ReadAhead};
+use crate::socket;
+
+/// How much a busy connection reads ahead to watch for the client's FIN behind pipelined bytes.
+const READ_AHEAD_LIMIT: usize = 64 * 1024;
+
+/// Where a connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Between requests: nothing of the next request has arrived.
+    Idle {
+        deadline: Instant,
+        reason: CloseReason,
+    },
+    /// Bytes of a request head arrived; the head must complete by the deadline.
+    ReadingHead { deadline: Instant },
+    /// A handler runs or its response is being written.
+    Busy,
+    /// The final response is decided; hyper writes it, then shuts the IO down (the linger).
+    Closing,
+    /// Handed over to a protocol upgrade: no timers, no FIN watch.
+    Upgraded,
+}
+
+#[derive(Debug)]
+pub(crate) struct State {
+    pub(crate) phase: Phase,
+    read_ahead: ReadAhead,
+    requests: u32,
+    pub(crate) closing: Option<CloseReason>,
+    close_delimited: bool,
+    draining: bool,
+    linger: Option<Linger>,
+    /// Whether the handler of the current request is still running (for the count of
+    /// handlers dropped because the client left).
+    pub(crate) handler_running: bool,
+}
+
+#[derive(Debug)]
+struct Linger {
+    timer: Pin<Box<Sleep>>,
+    discarded: usize,
+}
+
+/// What one connection shares; see the module docs.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) stream: TcpStream,
+    state: Mutex<State>,
+    pub(crate) config: Arc<ServerConfig>,
+    pub(crate) stats: ServerStats,
+    born: Instant,
+}
+
+impl Shared {
+    pub(crate) fn new(stream: TcpStream, config: Arc<ServerConfig>, stats: ServerStats) -> Self {
+        let born = Instant::now();
+        stats.idle_changed(true);
+        Shared {
+            stream,
+            state: Mutex::new(State {
+                phase: Phase::Idle {
+                    deadline: born + config.idle_timeout.min(config.max_age),
+                    reason: CloseReason::IdleTimeout,
+                },
+                read_ahead: ReadAhead::new(READ_AHEAD_LIMIT),
+                requests: 0,
+                closing: None,
+                close_delimited: false,
+                draining: false,
+                linger: None,
+                handler_running: false,
+            }),
+            config,
+            stats,
+            born,
+        }
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        // Only this connection's task takes the lock and nothing panics while holding it, so
+        // a poisoned lock still holds consistent state.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn set_phase(&self, state: &mut State, phase: Phase) {
+        let was_idle = matches!(state.phase, Phase::Idle { .. });
+        let is_idle = matches!(phase, Phase::Idle { .. });
+        if was_idle != is_idle {
+            self.stats.idle_changed(is_idle);
+        }
+        state.phase = phase;
+    }
+
+    /// The phase to enter when a connection becomes idle now.
+    fn idle_phase(&self, state: &State, now: Instant) -> Phase {
+        let config = &self.config;
+        let mut deadline = now + config.idle_timeout;
+        let mut reason = CloseReason::IdleTimeout;
+        let age_deadline = self.born + config.max_age;
+        if age_deadline < deadline {
+            deadline = age_deadline;
+            reason = CloseReason::MaxAge;
+        }
+        if state.draining {
+            let grace = now + config.drain_grace;
+            if grace < deadline {
+                deadline = grace;
+                reason = CloseReason::Drain;
+            }
+        }
+        Phase::Idle { deadline, reason }
+    }
+
+    /// hyper parsed a request head and calls the service.
+    pub(crate) fn request_started(&self) {
+        let mut state = self.lock();
+        state.requests = state.requests.saturating_add(1);
+        state.handler_running = true;
+        self.set_phase(&mut state, Phase::Busy);
+        self.stats.request();
+    }
+
+    /// The service answered: decide keep-alive or close, and record it.
+    pub(crate) fn decide(
+        &self,
+        policy: &Policy,
+        facts: &RequestFacts,
+        status: http::StatusCode,
+        headers: &http::HeaderMap,
+        body_length_known: bool,
+    ) -> Verdict {
+        let mut state = self.lock();
+        state.handler_running = false;
+        let budget = Budget {
+            requests_left: Some(self.config.max_requests.saturating_sub(state.requests)),
+            age_left: Some(
+                (self.born + self.config.max_age).saturating_duration_since(Instant::now()),
+            ),
+            draining: state.draining,
+        };
+        let verdict = policy.decide(facts, status, headers, body_length_known, budget);
+        match verdict {
+            Verdict::PassThrough { upgrade: true } => {
+                state.closing = Some(CloseReason::Upgraded);
+                self.set_phase(&mut state, Phase::Upgraded);
+            }
+            Verdict::Close {
+                reason,
+                until_close,
+            } => {
+                state.closing = Some(reason);
+                state.close_delimited = until_close;
+            }
+            _ => {}
+        }
+        verdict
+    }
+
+    /// The service failed: hyper closes the connection.
+    pub(crate) fn service_failed(&self) {
+        let mut state = self.lock();
+        state.handler_running = false;
+        state.closing.get_or_insert(CloseReason::Error);
+    }
+
+    /// The response body is done (or dropped): the connection goes idle, or to its close.
+    pub(crate) fn response_finished(&self) {
+        let mut state = self.lock();
+        if state.phase != Phase::Busy {
+            return;
+        }
+        let next = if state.closing.is_some() {
+            Phase::Closing
+        } else {
+            self.idle_phase(&state, Instant::now())
+        };
+        self.set_phase(&mut state, next);
+    }
+
+    /// A graceful shutdown started: idle connections get the grace window, responses from
+    /// now on say `Connection: close`.
+    pub(crate) fn start_drain(&self) {
+        let mut state = self.lock();
+        state.draining = true;
+        if let Phase::Idle { .. } = state.phase {
+            let phase = self.idle_phase(&state, Instant::now());
+            self.set_phase(&mut state, phase);
+        }
+    }
+
+    /// The deadline the driver must wake up for, if any.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        match self.lock().phase {
+            Phase::Idle { deadline, .. } | Phase::ReadingHead { deadline } => Some(deadline),
+            _ => None,
+        }
+    }
+
+    /// Whether the driver must watch for the client's FIN (hyper stops reading while busy).
+    pub(crate) fn poll_busy_fin(&self, cx: &mut Context<'_>) -> Poll<Fill> {
+        let mut state = self.lock();
+        if state.phase != Phase::Busy {
+            return Poll::Pending;
+        }
+        match state.read_ahead.poll_fill(&self.stream, cx) {
+            // A full buffer: stop watching until hyper drains it (no spinning).
+            Poll::Ready(Fill::Full) => Poll::Pending,
+            other => other,
+        }
+    }
+
+    /// What expired, if the phase's deadline has passed.
+    pub(crate) fn expired(&self, now: Instant) -> Option<CloseReason> {
+        match self.lock().phase {
+            Phase::Idle { deadline, reason } if now >= deadline => Some(reason),
+            Phase::ReadingHead { deadline } if now >= deadline => Some(CloseReason::HeaderTimeout),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn peer_closed(&self) -> bool {
+        self.lock().read_ahead.peer_closed()
+    }
+
+    pub(crate) fn phase(&self) -> Phase {
+        self.lock().phase
+    }
+
+    /// Leaves the idle gauge when the connection ends.
+    pub(crate) fn finish(&self) {
+        let mut state = self.lock();
+        self.set_phase(&mut state, Phase::Closing);
+    }
+
+    fn linger_wait(&self) -> Duration {
+        let config = &self.config;
+        let rtt_based = socket::smoothed_rtt(&self.stream)
+            .map(|rtt| rtt.saturating_mul(config.linger_rtt_factor))
+            .unwrap_or(config.linger);
+        rtt_based.clamp(config.linger_floor.min(config.linger), config.linger)
+    }
+}
+
+/// The IO hyper reads and writes: reads go through the read-ahead (so nothing the FIN watch
+/// read is lost), writes go straight to the socket, and shutdown is the client-first close.
+#[derive(Debug)]
+pub(crate) struct ConnIo {
+    shared: Arc<Shared>,
+}
+
+impl ConnIo {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        ConnIo { shared }
+    }
+}
+
+impl AsyncRead for ConnIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let shared = &*self.shared;
+        let mut state = shared.lock();
+        let before = buf.filled().len();
+        let result = ready!(state.read_ahead.poll_read(&shared.stream, cx, buf));
+        if buf.filled().len() > before {
+            if let Phase::Idle { .. } = state.phase {
+                let deadline = Instant::now() + shared.config.header_timeout;
+                shared.set_phase(&mut state, Phase::ReadingHead { deadline });
+            }
+        }
+        Poll::Ready(result)
+    }
+}
+
+impl AsyncWrite for ConnIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let stream = &self.shared.stream;
+        loop {
+            ready!(stream.poll_write_ready(cx))?;
+            match stream.try_write(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                result => return Poll::Ready(result),
+            }
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let stream = &self.shared.stream;
+        loop {
+            ready!(stream.poll_write_ready(cx))?;
+            match stream.try_write_vectored(bufs) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                result => return Poll::Ready(result),
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    /// The client-first close. hyper calls this after the final response is flushed. Instead
+    /// of sending our FIN first (which would leave TIME_WAIT on the server), wait a short,
+    /// bounded time for the client's FIN, reading and discarding whatever still arrives so an
+    /// unread body never turns the close into a reset. Then return: the socket is closed when
+    /// the connection is dropped, after the client's FIN if it came.
+    ///
+    /// Upgraded connections and bodies delimited by the close are shut down at once.
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let shared = &*self.shared;
+        let mut state = shared.lock();
+        let wait = shared.config.linger;
+        if state.phase == Phase::Upgraded || state.close_delimited || wait.is_zero() {
+            return Poll::Ready(SockRef::from(&shared.stream).shutdown(std::net::Shutdown::Write));
+        }
+        if state.linger.is_none() {
+            let wait = shared.linger_wait();
+            state.linger = Some(Linger {
+                timer: Box::pin(tokio::time::sleep(wait)),
+                discarded: 0,
+            });
+        }
+        let state = &mut *state;
+        let Some(linger) = state.linger.as_mut() else {
+            return Poll::Ready(Ok(()));
+        };
+        let mut scratch = [0u8; 2048];
+        loop {
+            if state.read_ahead.peer_closed() {
+                return Poll::Ready(Ok(()));
+            }
+            let mut buf = ReadBuf::new(&mut scratch);
+            match state.read_ahead.poll_read(&shared.stream, cx, &mut buf) {
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => return Poll::Ready(Ok(())),
+                Poll::Ready(Ok(())) => {
+                    linger.discarded += buf.filled().len();
+                    if linger.discarded > shared.config.linger_max_bytes {
+                        shared.stats.linger_timeout();
+                        return Poll::Ready(Ok(()));
+                    }
+                }
+                // A reset: nothing left to wait for.
+                Poll::Ready(Err(_)) => return Poll::Ready(Ok(())),
+                Poll::Pending => {
+                    ready!(linger.timer.as_mut().poll(cx));
+                    shared.stats.linger_timeout();
+                    return Poll::Ready(Ok(()));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! The server side: [`serve`] for hyper and axum services, and [`KeepAliveLayer`] for any
+//! HTTP/1 server.
+//!
+//! See the [crate docs](crate) for what each does, the table of what the layer can do on its
+//! own, and every case where the server still closes first.
+
+mod config;
+mod connection;
+mod driver;
+mod layer;
+mod policy;
+mod serve;
+mod service;
+mod stats;
+
+pub use config::ServerConfig;
+pub use layer::{KeepAlive, KeepAliveLayer, ResponseFuture};
+pub use serve::{serve, Serve, WithGracefulShutdown};
+pub use service::TrackedBody;
+pub use stats::{CloseReason, ServerStats, StatsSnapshot};

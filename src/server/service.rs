@@ -1,0 +1,158 @@
+//! The per-connection service the crate's serve hands to hyper: it calls the user's tower
+//! service, applies the keep-alive policy with the connection's own budget, and tracks when the
+//! response body is done.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use tower::util::Oneshot;
+use tower::ServiceExt;
+
+use super::connection::Shared;
+use super::policy::{Policy, RequestFacts};
+
+/// Marks requests whose connection is run by the crate's serve, so a [`KeepAliveLayer`]
+/// further in leaves the headers to the serve.
+///
+/// [`KeepAliveLayer`]: super::KeepAliveLayer
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ServedByKeepalive;
+
+/// See the module docs.
+#[derive(Debug)]
+pub(crate) struct ConnService<S> {
+    inner: S,
+    shared: Arc<Shared>,
+    policy: Policy,
+}
+
+impl<S> ConnService<S> {
+    pub(crate) fn new(inner: S, shared: Arc<Shared>, policy: Policy) -> Self {
+        ConnService {
+            inner,
+            shared,
+            policy,
+        }
+    }
+}
+
+impl<S, ReqBody, ResBody> hyper::service::Service<Request<ReqBody>> for ConnService<S>
+where
+    S: tower::Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    ResBody: Body,
+{
+    type Response = Response<TrackedBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ConnResponseFuture<Oneshot<S, Request<ReqBody>>>;
+
+    fn call(&self, mut request: Request<ReqBody>) -> Self::Future {
+        self.shared.request_started();
+        let facts = RequestFacts::of(&request);
+        request.extensions_mut().insert(ServedByKeepalive);
+        ConnResponseFuture {
+            inner: self.inner.clone().oneshot(request),
+            shared: Some(self.shared.clone()),
+            facts,
+            policy: self.policy,
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`ConnService`].
+    #[derive(Debug)]
+    #[must_use = "futures do nothing unless polled"]
+    pub(crate) struct ConnResponseFuture<F> {
+        #[pin]
+        inner: F,
+        shared: Option<Arc<Shared>>,
+        facts: RequestFacts,
+        policy: Policy,
+    }
+}
+
+impl<F, ResBody, E> Future for ConnResponseFuture<F>
+where
+    F: Future<Output = Result<Response<ResBody>, E>>,
+    ResBody: Body,
+{
+    type Output = Result<Response<TrackedBody<ResBody>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = ready!(this.inner.poll(cx));
+        let Some(shared) = this.shared.take() else {
+            // Polled after completion: a contract violation by the caller.
+            panic!("ConnResponseFuture polled after completion");
+        };
+        match result {
+            Ok(response) => {
+                let (mut parts, body) = response.into_parts();
+                let length_known = body.size_hint().exact().is_some();
+                let verdict = shared.decide(
+                    this.policy,
+                    this.facts,
+                    parts.status,
+                    &parts.headers,
+                    length_known,
+                );
+                verdict.apply(this.facts.version, &mut parts.headers);
+                let body = TrackedBody {
+                    inner: body,
+                    guard: ResponseGuard(shared),
+                };
+                Poll::Ready(Ok(Response::from_parts(parts, body)))
+            }
+            Err(error) => {
+                shared.service_failed();
+                Poll::Ready(Err(error))
+            }
+        }
+    }
+}
+
+/// Tells the connection its response is done when dropped (hyper drops the body once it has
+/// written it, or when the connection ends).
+#[derive(Debug)]
+struct ResponseGuard(Arc<Shared>);
+
+impl Drop for ResponseGuard {
+    fn drop(&mut self) {
+        self.0.response_finished();
+    }
+}
+
+pin_project! {
+    /// A response body that tells its connection when it is done.
+    #[derive(Debug)]
+    pub struct TrackedBody<B> {
+        #[pin]
+        inner: B,
+        guard: ResponseGuard,
+    }
+}
+
+impl<B: Body> Body for TrackedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

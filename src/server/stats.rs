@@ -1,0 +1,228 @@
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+/// Why a server connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// The client sent its FIN (idle, or while a handler ran).
+    PeerFin,
+    /// Nothing arrived within the idle timeout.
+    IdleTimeout,
+    /// A request head did not complete within the header timeout.
+    HeaderTimeout,
+    /// The connection served its maximum number of requests.
+    MaxRequests,
+    /// The connection reached its maximum age.
+    MaxAge,
+    /// The client asked to close (`Connection: close`, or HTTP/1.0 without keep-alive).
+    ClientClose,
+    /// The service's response said `Connection: close`.
+    ServiceClose,
+    /// The response body had no length on HTTP/1.0, so the close ends it.
+    BodyUntilClose,
+    /// A graceful shutdown ended it.
+    Drain,
+    /// A graceful shutdown ran out of time and closed it by force.
+    Forced,
+    /// A protocol or I/O error (a malformed request gets a 400 first).
+    Error,
+    /// The connection was upgraded (WebSocket, CONNECT) and its new owner closed it.
+    Upgraded,
+}
+
+impl CloseReason {
+    /// Every reason, in a fixed order.
+    pub const ALL: [CloseReason; 12] = [
+        CloseReason::PeerFin,
+        CloseReason::IdleTimeout,
+        CloseReason::HeaderTimeout,
+        CloseReason::MaxRequests,
+        CloseReason::MaxAge,
+        CloseReason::ClientClose,
+        CloseReason::ServiceClose,
+        CloseReason::BodyUntilClose,
+        CloseReason::Drain,
+        CloseReason::Forced,
+        CloseReason::Error,
+        CloseReason::Upgraded,
+    ];
+
+    /// A short snake_case name, as used in the JSON of the examples.
+    pub fn name(self) -> &'static str {
+        match self {
+            CloseReason::PeerFin => "peer_fin",
+            CloseReason::IdleTimeout => "idle_timeout",
+            CloseReason::HeaderTimeout => "header_timeout",
+            CloseReason::MaxRequests => "max_requests",
+            CloseReason::MaxAge => "max_age",
+            CloseReason::ClientClose => "client_close",
+            CloseReason::ServiceClose => "service_close",
+            CloseReason::BodyUntilClose => "body_until_close",
+            CloseReason::Drain => "drain",
+            CloseReason::Forced => "forced",
+            CloseReason::Error => "error",
+            CloseReason::Upgraded => "upgraded",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Live counters of a server, cheap to clone and read at run time.
+///
+/// ```
+/// let stats = keepalive::ServerStats::default();
+/// let snapshot = stats.snapshot();
+/// assert_eq!(snapshot.accepted, 0);
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct ServerStats {
+    inner: Arc<Counters>,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    accepted: AtomicU64,
+    active: AtomicU64,
+    idle: AtomicU64,
+    requests: AtomicU64,
+    closed: [AtomicU64; CloseReason::ALL.len()],
+    handlers_dropped: AtomicU64,
+    client_closed_first: AtomicU64,
+    server_closed_first: AtomicU64,
+    linger_timeouts: AtomicU64,
+    accept_errors: AtomicU64,
+}
+
+/// A copy of the counters at one moment; see [`ServerStats::snapshot`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StatsSnapshot {
+    /// Connections accepted.
+    pub accepted: u64,
+    /// Connections open now.
+    pub active: u64,
+    /// Connections open now and idle between requests.
+    pub idle: u64,
+    /// Requests answered (handlers called).
+    pub requests: u64,
+    /// Connections closed, by reason, in the order of [`CloseReason::ALL`].
+    pub closed: [u64; CloseReason::ALL.len()],
+    /// Handlers dropped because their client went away while they ran.
+    pub handlers_dropped: u64,
+    /// Connections where the client's FIN came first (TIME_WAIT on the client).
+    pub client_closed_first: u64,
+    /// Connections where the server closed first (TIME_WAIT, or a reset, on the server).
+    pub server_closed_first: u64,
+    /// Final responses after which the client's FIN did not come within the linger time.
+    pub linger_timeouts: u64,
+    /// Accept calls that failed (each is skipped, with a back-off for descriptor exhaustion).
+    pub accept_errors: u64,
+}
+
+impl StatsSnapshot {
+    /// Connections closed for `reason`.
+    pub fn closed(&self, reason: CloseReason) -> u64 {
+        self.closed[reason.index()]
+    }
+
+    /// All connections closed, whatever the reason.
+    pub fn closed_total(&self) -> u64 {
+        self.closed.iter().sum()
+    }
+
+    /// The counters as one line of JSON (no dependency needed to read them from a shell).
+    pub fn to_json(&self) -> String {
+        let mut json = format!(
+            "{{\"accepted\":{},\"active\":{},\"idle\":{},\"requests\":{},\"handlers_dropped\":{},\
+             \"client_closed_first\":{},\"server_closed_first\":{},\"linger_timeouts\":{},\
+             \"accept_errors\":{},\"closed\":{{",
+            self.accepted,
+            self.active,
+            self.idle,
+            self.requests,
+            self.handlers_dropped,
+            self.client_closed_first,
+            self.server_closed_first,
+            self.linger_timeouts,
+            self.accept_errors
+        );
+        for (i, reason) in CloseReason::ALL.iter().enumerate() {
+            if i > 0 {
+                json.push(',');
+            }
+            json.push_str(&format!("\"{}\":{}", reason.name(), self.closed[i]));
+        }
+        json.push_str("}}");
+        json
+    }
+}
+
+impl ServerStats {
+    /// Reads every counter.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let c = &self.inner;
+        StatsSnapshot {
+            accepted: c.accepted.load(Relaxed),
+            active: c.active.load(Relaxed),
+            idle: c.idle.load(Relaxed),
+            requests: c.requests.load(Relaxed),
+            closed: std::array::from_fn(|i| c.closed[i].load(Relaxed)),
+            handlers_dropped: c.handlers_dropped.load(Relaxed),
+            client_closed_first: c.client_closed_first.load(Relaxed),
+            server_closed_first: c.server_closed_first.load(Relaxed),
+            linger_timeouts: c.linger_timeouts.load(Relaxed),
+            accept_errors: c.accept_errors.load(Relaxed),
+        }
+    }
+
+    pub(crate) fn connection_opened(&self) {
+        self.inner.accepted.fetch_add(1, Relaxed);
+        self.inner.active.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn connection_closed(&self, reason: CloseReason, client_first: bool) {
+        let c = &self.inner;
+        c.active.fetch_sub(1, Relaxed);
+        c.closed[reason.index()].fetch_add(1, Relaxed);
+        if client_first {
+            c.client_closed_first.fetch_add(1, Relaxed);
+        } else {
+            c.server_closed_first.fetch_add(1, Relaxed);
+        }
+    }
+
+    pub(crate) fn request(&self) {
+        self.inner.requests.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn idle_changed(&self, idle: bool) {
+        if idle {
+            self.inner.idle.fetch_add(1, Relaxed);
+        } else {
+            self.inner.idle.fetch_sub(1, Relaxed);
+        }
+    }
+
+    pub(crate) fn handler_dropped(&self) {
+        self.inner.handlers_dropped.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn linger_timeout(&self) {
+        self.inner.linger_timeouts.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn accept_error(&self) {
+        self.inner.accept_errors.fetch_add(1, Relaxed);
+    }
+}
