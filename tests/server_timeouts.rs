@@ -1,0 +1,127 @@
+//! The idle timeout, the header timeout (counted from a head's first byte, so it does not cut
+//! the idle gap), and the connection limit.
+
+mod support;
+
+use std::time::Duration;
+
+use keepalive::{CloseReason, ServerConfig};
+use support::*;
+use tokio::io::AsyncWriteExt;
+
+#[tokio::test]
+async fn idle_connection_is_closed_after_the_idle_timeout() {
+    let config = ServerConfig::new().idle_timeout(Duration::from_millis(300));
+    let server = TestServer::start(config).await;
+    let mut stream = server.connect().await;
+    let response = request(&mut stream, &get("/", "")).await;
+    // Shorter than a second: not advertised as timeout=0.
+    assert_eq!(response.header("keep-alive"), Some("max=999"));
+    expect_eof(&mut stream).await;
+    wait_until("counted as an idle timeout", SOON, || {
+        server.stats.snapshot().closed(CloseReason::IdleTimeout) == 1
+    })
+    .await;
+    let stats = server.stats.snapshot();
+    assert_eq!(
+        stats.server_closed_first, 1,
+        "an idle timeout is a server-first close"
+    );
+    assert_eq!(stats.idle, 0);
+}
+
+#[tokio::test]
+async fn header_timeout_does_not_cut_the_idle_gap() {
+    let config = ServerConfig::new()
+        .idle_timeout(Duration::from_secs(20))
+        .header_timeout(Duration::from_millis(200));
+    let server = TestServer::start(config).await;
+    let mut stream = server.connect().await;
+    assert_eq!(request(&mut stream, &get("/", "")).await.status, 200);
+    wait_until("the connection is idle", SOON, || {
+        server.stats.snapshot().idle == 1
+    })
+    .await;
+    // A real idle gap of several header timeouts.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let again = request(&mut stream, &get("/", "")).await;
+    assert_eq!(
+        again.status, 200,
+        "the idle gap is governed by the idle timeout only"
+    );
+    assert_eq!(server.stats.snapshot().accepted, 1);
+}
+
+#[tokio::test]
+async fn slow_head_gets_408_and_a_close() {
+    let config = ServerConfig::new()
+        .idle_timeout(Duration::from_secs(20))
+        .header_timeout(Duration::from_millis(200));
+    let server = TestServer::start(config).await;
+    let mut stream = server.connect().await;
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: sl")
+        .await
+        .unwrap();
+    let rest = expect_eof(&mut stream).await;
+    let text = String::from_utf8_lossy(&rest);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text:?}");
+    wait_until("counted as a header timeout", SOON, || {
+        server.stats.snapshot().closed(CloseReason::HeaderTimeout) == 1
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn abortive_idle_close_leaves_no_time_wait_on_the_server() {
+    let config = ServerConfig::new()
+        .idle_timeout(Duration::from_millis(200))
+        .abortive_idle_close(true);
+    let server = TestServer::start(config).await;
+    let mut stream = server.connect().await;
+    assert_eq!(request(&mut stream, &get("/", "")).await.status, 200);
+    // The server resets the connection: the client reads an error or EOF.
+    let mut buf = [0u8; 16];
+    let read = within(
+        "the reset",
+        tokio::io::AsyncReadExt::read(&mut stream, &mut buf),
+    )
+    .await;
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    wait_until("counted as an idle timeout", SOON, || {
+        server.stats.snapshot().closed(CloseReason::IdleTimeout) == 1
+    })
+    .await;
+    drop(stream);
+    let server_side = server.server_side();
+    assert_eq!(server_side.time_wait(), 0, "{server_side}");
+    assert_eq!(server.client_side().time_wait(), 0);
+}
+
+#[tokio::test]
+async fn max_connections_makes_accept_wait() {
+    let server = TestServer::start(ServerConfig::new().max_connections(Some(1))).await;
+    let mut first = server.connect().await;
+    assert_eq!(request(&mut first, &get("/", "")).await.status, 200);
+
+    // The second connection completes in the kernel's backlog but is not served yet.
+    let mut second = server.connect().await;
+    second.write_all(get("/", "").as_bytes()).await.unwrap();
+    let mut leftover = Vec::new();
+    let early = tokio::time::timeout(
+        Duration::from_millis(300),
+        read_response(&mut second, &mut leftover),
+    )
+    .await;
+    assert!(early.is_err(), "served beyond the connection limit");
+    assert_eq!(server.stats.snapshot().accepted, 1);
+
+    drop(first);
+    let response = within(
+        "served once the first left",
+        read_response(&mut second, &mut leftover),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status, 200);
+}
