@@ -43,6 +43,9 @@ struct Args {
     /// Shortest wait for the client's FIN after a final response (default: the crate's).
     #[arg(long, value_parser = parse_duration)]
     linger_floor: Option<Duration>,
+    /// How many smoothed RTTs to wait for the client's FIN (default: the crate's).
+    #[arg(long)]
+    linger_rtt_factor: Option<u32>,
     /// Maximum connection age.
     #[arg(long, default_value = "3600s", value_parser = parse_duration)]
     max_age: Duration,
@@ -91,6 +94,9 @@ async fn main() -> std::io::Result<()> {
         .abortive_idle_close(args.abortive_idle_close);
     if let Some(floor) = args.linger_floor {
         config = config.linger_floor(floor);
+    }
+    if let Some(factor) = args.linger_rtt_factor {
+        config = config.linger_rtt_factor(factor);
     }
     let stats_slot: Arc<std::sync::OnceLock<ServerStats>> = Arc::default();
     let slot = stats_slot.clone();

@@ -30,7 +30,7 @@ async fn short_connections(server: &TestServer, raw: &str) {
 #[cfg(target_os = "linux")]
 #[tokio::test]
 async fn connection_close_puts_time_wait_on_the_client() {
-    let server = TestServer::start(ServerConfig::new()).await;
+    let server = TestServer::start(patient()).await;
     short_connections(&server, &get("/", "Connection: close\r\n")).await;
     wait_until("the client side holds TIME_WAIT", SOON, || {
         server.client_side().time_wait() == CONNECTIONS
@@ -47,7 +47,7 @@ async fn connection_close_puts_time_wait_on_the_client() {
 #[cfg(target_os = "linux")]
 #[tokio::test]
 async fn http10_without_keep_alive_puts_time_wait_on_the_client() {
-    let server = TestServer::start(ServerConfig::new()).await;
+    let server = TestServer::start(patient()).await;
     short_connections(&server, "GET / HTTP/1.0\r\n\r\n").await;
     wait_until("the client side holds TIME_WAIT", SOON, || {
         server.client_side().time_wait() == CONNECTIONS
@@ -59,7 +59,7 @@ async fn http10_without_keep_alive_puts_time_wait_on_the_client() {
 #[cfg(target_os = "linux")]
 #[tokio::test]
 async fn max_requests_close_puts_time_wait_on_the_client() {
-    let server = TestServer::start(ServerConfig::new().max_requests(2)).await;
+    let server = TestServer::start(patient().max_requests(2)).await;
     for _ in 0..10 {
         let mut stream = server.connect().await;
         assert!(!request(&mut stream, &get("/", "")).await.says_close());
@@ -84,7 +84,7 @@ async fn curl_closes_first_when_present() {
         return;
     };
     assert!(status.status.success());
-    let server = TestServer::start(ServerConfig::new()).await;
+    let server = TestServer::start(patient()).await;
     let url = format!("http://{}/", server.addr);
     for args in [&["--http1.0"][..], &["-H", "Connection: close"][..]] {
         for _ in 0..10 {
@@ -114,9 +114,9 @@ async fn curl_closes_first_when_present() {
 
 #[tokio::test]
 async fn unread_request_body_and_late_requests_never_turn_into_a_reset() {
-    let server = TestServer::start(ServerConfig::new()).await;
     // A large body the handler never reads, with Connection: close, and a request after it.
     let body = vec![b'x'; 200 * 1024];
+    let server = TestServer::start(patient()).await;
     let stream = server.connect().await;
     let head = format!(
         "POST / HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",

@@ -11,7 +11,7 @@ use tokio::io::AsyncWriteExt;
 
 #[tokio::test]
 async fn http11_connection_is_reused_and_advertises_its_budget() {
-    let server = TestServer::start(ServerConfig::new().max_requests(3)).await;
+    let server = TestServer::start(patient().max_requests(3)).await;
     let mut stream = server.connect().await;
 
     let first = request(&mut stream, &get("/", "")).await;

@@ -7,6 +7,7 @@
 
 use std::future::Future as _;
 use std::io;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{ready, Context, Poll};
@@ -17,8 +18,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
+use super::driver::ConnContext;
 use super::policy::{Budget, Policy, RequestFacts, Verdict};
-use super::{CloseReason, ServerConfig, ServerStats};
+use super::CloseReason;
 use crate::fin::{Fill, ReadAhead};
 use crate::socket;
 
@@ -67,18 +69,20 @@ struct Linger {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) stream: TcpStream,
+    peer: IpAddr,
     state: Mutex<State>,
-    pub(crate) config: Arc<ServerConfig>,
-    pub(crate) stats: ServerStats,
+    pub(crate) ctx: Arc<ConnContext>,
     born: Instant,
 }
 
 impl Shared {
-    pub(crate) fn new(stream: TcpStream, config: Arc<ServerConfig>, stats: ServerStats) -> Self {
+    pub(crate) fn new(stream: TcpStream, peer: IpAddr, ctx: Arc<ConnContext>) -> Self {
         let born = Instant::now();
-        stats.idle_changed(true);
+        let config = &ctx.config;
+        ctx.stats.idle_changed(true);
         Shared {
             stream,
+            peer,
             state: Mutex::new(State {
                 phase: Phase::Idle {
                     deadline: born + config.idle_timeout.min(config.max_age),
@@ -92,8 +96,7 @@ impl Shared {
                 linger: None,
                 handler_running: false,
             }),
-            config,
-            stats,
+            ctx,
             born,
         }
     }
@@ -110,14 +113,14 @@ impl Shared {
         let was_idle = matches!(state.phase, Phase::Idle { .. });
         let is_idle = matches!(phase, Phase::Idle { .. });
         if was_idle != is_idle {
-            self.stats.idle_changed(is_idle);
+            self.ctx.stats.idle_changed(is_idle);
         }
         state.phase = phase;
     }
 
     /// The phase to enter when a connection becomes idle now.
     fn idle_phase(&self, state: &State, now: Instant) -> Phase {
-        let config = &self.config;
+        let config = &self.ctx.config;
         let mut deadline = now + config.idle_timeout;
         let mut reason = CloseReason::IdleTimeout;
         let age_deadline = self.born + config.max_age;
@@ -141,7 +144,7 @@ impl Shared {
         state.requests = state.requests.saturating_add(1);
         state.handler_running = true;
         self.set_phase(&mut state, Phase::Busy);
-        self.stats.request();
+        self.ctx.stats.request();
     }
 
     /// The service answered: decide keep-alive or close, and record it.
@@ -156,9 +159,9 @@ impl Shared {
         let mut state = self.lock();
         state.handler_running = false;
         let budget = Budget {
-            requests_left: Some(self.config.max_requests.saturating_sub(state.requests)),
+            requests_left: Some(self.ctx.config.max_requests.saturating_sub(state.requests)),
             age_left: Some(
-                (self.born + self.config.max_age).saturating_duration_since(Instant::now()),
+                (self.born + self.ctx.config.max_age).saturating_duration_since(Instant::now()),
             ),
             draining: state.draining,
         };
@@ -257,7 +260,7 @@ impl Shared {
     }
 
     fn linger_wait(&self) -> Duration {
-        let config = &self.config;
+        let config = &self.ctx.config;
         let rtt_based = socket::smoothed_rtt(&self.stream)
             .map(|rtt| rtt.saturating_mul(config.linger_rtt_factor))
             .unwrap_or(config.linger);
@@ -290,7 +293,7 @@ impl AsyncRead for ConnIo {
         let result = ready!(state.read_ahead.poll_read(&shared.stream, cx, buf));
         if buf.filled().len() > before {
             if let Phase::Idle { .. } = state.phase {
-                let deadline = Instant::now() + shared.config.header_timeout;
+                let deadline = Instant::now() + shared.ctx.config.header_timeout;
                 shared.set_phase(&mut state, Phase::ReadingHead { deadline });
             }
         }
@@ -347,11 +350,18 @@ impl AsyncWrite for ConnIo {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let shared = &*self.shared;
         let mut state = shared.lock();
-        let wait = shared.config.linger;
+        let wait = shared.ctx.config.linger;
         if state.phase == Phase::Upgraded || state.close_delimited || wait.is_zero() {
             return Poll::Ready(SockRef::from(&shared.stream).shutdown(std::net::Shutdown::Write));
         }
+        if state.read_ahead.peer_closed() {
+            return Poll::Ready(Ok(()));
+        }
         if state.linger.is_none() {
+            if !shared.ctx.peers.should_wait(shared.peer) {
+                shared.ctx.stats.linger_skipped();
+                return Poll::Ready(Ok(()));
+            }
             let wait = shared.linger_wait();
             state.linger = Some(Linger {
                 timer: Box::pin(tokio::time::sleep(wait)),
@@ -365,15 +375,16 @@ impl AsyncWrite for ConnIo {
         let mut scratch = [0u8; 2048];
         loop {
             if state.read_ahead.peer_closed() {
+                shared.ctx.peers.fin_in_time(shared.peer);
                 return Poll::Ready(Ok(()));
             }
             let mut buf = ReadBuf::new(&mut scratch);
             match state.read_ahead.poll_read(&shared.stream, cx, &mut buf) {
-                Poll::Ready(Ok(())) if buf.filled().is_empty() => return Poll::Ready(Ok(())),
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => continue,
                 Poll::Ready(Ok(())) => {
                     linger.discarded += buf.filled().len();
-                    if linger.discarded > shared.config.linger_max_bytes {
-                        shared.stats.linger_timeout();
+                    if linger.discarded > shared.ctx.config.linger_max_bytes {
+                        shared.ctx.stats.linger_timeout();
                         return Poll::Ready(Ok(()));
                     }
                 }
@@ -381,7 +392,8 @@ impl AsyncWrite for ConnIo {
                 Poll::Ready(Err(_)) => return Poll::Ready(Ok(())),
                 Poll::Pending => {
                     ready!(linger.timer.as_mut().poll(cx));
-                    shared.stats.linger_timeout();
+                    shared.ctx.stats.linger_timeout();
+                    shared.ctx.peers.wait_timed_out(shared.peer);
                     return Poll::Ready(Ok(()));
                 }
             }

@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::connection::{ConnIo, Phase, Shared};
+use super::peer_memory::PeerMemory;
 use super::policy::Policy;
 use super::service::ConnService;
 use super::{CloseReason, ServerConfig, ServerStats};
@@ -39,6 +40,7 @@ pub(crate) struct ConnContext {
     pub(crate) stats: ServerStats,
     pub(crate) http1: hyper::server::conn::http1::Builder,
     pub(crate) policy: Policy,
+    pub(crate) peers: PeerMemory,
 }
 
 impl ConnContext {
@@ -59,6 +61,7 @@ impl ConnContext {
             stats,
             http1,
             policy,
+            peers: PeerMemory::default(),
         }
     }
 }
@@ -89,7 +92,7 @@ pub(crate) async fn serve_connection<S, B>(
     let span = tracing::debug_span!("connection", %peer, local_port);
     async move {
         let _ = ctx.config.socket.apply(&stream);
-        let shared = Arc::new(Shared::new(stream, ctx.config.clone(), ctx.stats.clone()));
+        let shared = Arc::new(Shared::new(stream, peer.ip(), ctx.clone()));
         ctx.stats.connection_opened();
         let reason = drive(&shared, service, &ctx, stage).await;
         shared.finish();
@@ -212,7 +215,7 @@ fn finished_reason(shared: &Shared, result: Result<(), hyper::Error>) -> CloseRe
     drop(state);
     if shared.peer_closed() {
         if handler_running {
-            shared.stats.handler_dropped();
+            shared.ctx.stats.handler_dropped();
         }
         return CloseReason::PeerFin;
     }

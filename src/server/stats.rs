@@ -101,6 +101,7 @@ struct Counters {
     client_closed_first: AtomicU64,
     server_closed_first: AtomicU64,
     linger_timeouts: AtomicU64,
+    linger_skipped: AtomicU64,
     accept_errors: AtomicU64,
 }
 
@@ -126,6 +127,9 @@ pub struct StatsSnapshot {
     pub server_closed_first: u64,
     /// Final responses after which the client's FIN did not come within the linger time.
     pub linger_timeouts: u64,
+    /// Final responses after which the server closed at once, because the client's address
+    /// was learned to wait for the server's close (see [`ServerConfig::linger`](crate::ServerConfig::linger)).
+    pub linger_skipped: u64,
     /// Accept calls that failed (each is skipped, with a back-off for descriptor exhaustion).
     pub accept_errors: u64,
 }
@@ -146,7 +150,7 @@ impl StatsSnapshot {
         let mut json = format!(
             "{{\"accepted\":{},\"active\":{},\"idle\":{},\"requests\":{},\"handlers_dropped\":{},\
              \"client_closed_first\":{},\"server_closed_first\":{},\"linger_timeouts\":{},\
-             \"accept_errors\":{},\"closed\":{{",
+             \"linger_skipped\":{},\"accept_errors\":{},\"closed\":{{",
             self.accepted,
             self.active,
             self.idle,
@@ -155,6 +159,7 @@ impl StatsSnapshot {
             self.client_closed_first,
             self.server_closed_first,
             self.linger_timeouts,
+            self.linger_skipped,
             self.accept_errors
         );
         for (i, reason) in CloseReason::ALL.iter().enumerate() {
@@ -182,6 +187,7 @@ impl ServerStats {
             client_closed_first: c.client_closed_first.load(Relaxed),
             server_closed_first: c.server_closed_first.load(Relaxed),
             linger_timeouts: c.linger_timeouts.load(Relaxed),
+            linger_skipped: c.linger_skipped.load(Relaxed),
             accept_errors: c.accept_errors.load(Relaxed),
         }
     }
@@ -220,6 +226,10 @@ impl ServerStats {
 
     pub(crate) fn linger_timeout(&self) {
         self.inner.linger_timeouts.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn linger_skipped(&self) {
+        self.inner.linger_skipped.fetch_add(1, Relaxed);
     }
 
     pub(crate) fn accept_error(&self) {
