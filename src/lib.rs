@@ -1,7 +1,108 @@
 //! HTTP/1.0 and HTTP/1.1 keep-alive done right on both ends of the wire, for hyper 1.x, tower
 //! and axum.
-#![doc = "\n"]
-//! A placeholder: the crate docs are written in README.md and included below once stable.
+//!
+//! Three failures come from who closes a TCP connection and when: TIME_WAIT piling up on
+//! servers that close first, CLOSE_WAIT leaking when nobody notices the peer's FIN, and the
+//! idle race where a client reuses a connection the server is just closing. This crate's
+//! server keeps connections alive with real limits, notices a client's FIN at once, and when a
+//! connection must end lets the client close first.
+//!
+//! # Serving
+//!
+//! [`serve`] has the shape of `axum::serve`: give it a listener and any cloneable tower service
+//! of `http::Request<hyper::body::Incoming>` (an axum `Router`, `tower::service_fn`, ...).
+//!
+//! ```no_run
+//! use std::convert::Infallible;
+//! use std::time::Duration;
+//! use http::{Request, Response};
+//! use hyper::body::Incoming;
+//! use keepalive::ServerConfig;
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! let app = tower::service_fn(|_req: Request<Incoming>| async {
+//!     Ok::<_, Infallible>(Response::new(String::from("hello, world!")))
+//! });
+//! let server = keepalive::serve(listener, app).config(
+//!     ServerConfig::new()
+//!         .idle_timeout(Duration::from_secs(30))
+//!         .max_requests(500),
+//! );
+//! let stats = server.stats(); // live counters
+//! server
+//!     .with_graceful_shutdown(async { let _ = tokio::signal::ctrl_c().await; })
+//!     .await?;
+//! println!("{}", stats.snapshot().to_json());
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # The layer alone, or the crate's serve
+//!
+//! [`KeepAliveLayer`] works under any server, but one response can only say so much: limits
+//! that span a connection need the code that owns the connection. Under axum's `Router` the
+//! services are clones that share nothing per connection, so a per-connection `max=` cannot come
+//! from a layer.
+//!
+//! | what | `KeepAliveLayer` under `axum::serve` / hyper-util | [`serve`] |
+//! |---|---|---|
+//! | HTTP/1.0 `Connection: keep-alive` answered in kind | yes | yes |
+//! | `Keep-Alive: timeout=` | the value you configure (match your server's real timeout) | from the real idle timeout and age left |
+//! | `Keep-Alive: max=` | no | requests left on this connection |
+//! | idle timeout separate from the header timeout | no | yes |
+//! | max requests, max age per connection | no | yes |
+//! | client FIN noticed while a handler runs, also behind pipelined requests | hyper only when nothing is pipelined | yes |
+//! | client-first close (TIME_WAIT on the client) | no | yes |
+//! | `SO_KEEPALIVE` time/interval/retries, `TCP_NODELAY` | no | yes ([`SocketOptions`]) |
+//! | graceful drain without losing requests on idle connections | no | yes |
+//! | counters (closes by reason, who closed first) | no | yes ([`ServerStats`]) |
+//! | HTTP/2 and upgrades untouched | yes | upgrades pass through (HTTP/1 only) |
+//!
+//! Under [`serve`] a `KeepAliveLayer` further in steps aside, so adding both is harmless.
+//!
+//! # When the server still closes first
+//!
+//! Each of these leaves TIME_WAIT (or, with [`ServerConfig::abortive_idle_close`], a reset)
+//! on the server, and each is counted in [`StatsSnapshot::server_closed_first`] and by reason:
+//!
+//! - an idle connection reaches the idle timeout or its maximum age ([`CloseReason::IdleTimeout`],
+//!   [`CloseReason::MaxAge`]);
+//! - a request head does not complete within the header timeout (408, [`CloseReason::HeaderTimeout`]);
+//! - a graceful shutdown closes a connection that stayed silent through the grace window
+//!   ([`CloseReason::Drain`]) or closes the rest by force ([`CloseReason::Forced`]);
+//! - a malformed request (400) or an I/O error ([`CloseReason::Error`]);
+//! - a client that does not close within the linger wait after a final response: its address
+//!   is then learned as one that waits for the server's close and gets a close at once (see
+//!   [`ServerConfig::linger`]);
+//! - an HTTP/1.0 body with no length, which only the close can end ([`CloseReason::BodyUntilClose`]);
+//! - accept overload never closes: past [`ServerConfig::max_connections`] accepting waits.
+//!
+//! # A client's FIN while a handler runs
+//!
+//! A FIN from the client is taken as the client leaving, as hyper does with `half_close` off:
+//! the running handler is dropped, requests pipelined behind it are not served, and the socket
+//! is closed at once (no CLOSE_WAIT). A client that half-closes its sending side and still
+//! expects a response therefore gets none; such clients are rare, and serving them would mean
+//! running handlers for clients that are gone.
+//!
+//! # Race windows
+//!
+//! - A request the client sends just as the server closes an idle connection (idle timeout,
+//!   drain) is lost on the wire; clients avoid it by closing before the advertised
+//!   `Keep-Alive: timeout=` and by retrying idempotent requests. During a drain, idle
+//!   connections get a grace window before they are closed to narrow it.
+//! - A partial request head already buffered when a response ends is timed by the idle timeout,
+//!   not the header timeout.
+//!
+//! # Modules
+//!
+//! - [`server`]: [`serve`], [`KeepAliveLayer`], [`ServerConfig`], [`ServerStats`].
+//! - [`socket`]: socket options shared by both sides.
+//! - [`fin`]: noticing the peer's FIN without losing bytes.
+//! - [`header`]: the `Connection` and `Keep-Alive` grammar.
+//! - [`tcp_state`]: the kernel's view of TCP sockets (`/proc/net/tcp`), for tests, benchmarks
+//!   and health checks.
 
 pub mod fin;
 pub mod header;
@@ -14,3 +115,8 @@ pub use socket::SocketOptions;
 
 /// The boxed error type used where errors of several sources meet.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The README's examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

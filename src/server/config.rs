@@ -125,6 +125,11 @@ impl ServerConfig {
     /// The actual wait is `clamp(linger_rtt_factor x smoothed RTT, linger_floor, linger)`.
     /// `Duration::ZERO` turns the wait off (the server closes at once).
     ///
+    /// Clients that wait for the server's close instead of closing (ab without `-k`) would pay
+    /// the wait on every connection, so the server learns per client address: after three
+    /// waits in a row that ended without the client's FIN it closes at once for that address,
+    /// still waiting on one close in sixteen to notice when the address closes first again.
+    ///
     /// Default is 1 s.
     pub fn linger(mut self, linger: Duration) -> Self {
         self.linger = linger;
@@ -134,10 +139,9 @@ impl ServerConfig {
     /// The shortest wait for the client's FIN after a final response, whatever the RTT.
     ///
     /// Clients that close after reading the response (curl, browsers, HTTP/1.1 clients told
-    /// `Connection: close`) send their FIN within a fraction of a millisecond on loopback;
-    /// clients that wait for the server's close to end the body (ab without `-k`) wait the
-    /// whole time, so the floor is their cost per connection. The default is measured in
-    /// `BENCHMARKS.md`.
+    /// `Connection: close`) send their FIN within a fraction of a millisecond on loopback, but
+    /// a busy machine may not run them for a millisecond or two; the timer's own granularity
+    /// is a millisecond. The default is measured in `BENCHMARKS.md`.
     ///
     /// Default is 2 ms.
     pub fn linger_floor(mut self, floor: Duration) -> Self {

@@ -28,7 +28,8 @@ pub enum CloseReason {
     Forced,
     /// A protocol or I/O error (a malformed request gets a 400 first).
     Error,
-    /// The connection was upgraded (WebSocket, CONNECT) and its new owner closed it.
+    /// The connection was handed over to a protocol upgrade (WebSocket, CONNECT); from then on
+    /// its new owner runs and closes it, outside these counters.
     Upgraded,
 }
 
