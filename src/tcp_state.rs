@@ -143,6 +143,10 @@ pub struct SocketEntry {
     pub remote: SocketAddr,
     /// The socket's state.
     pub state: TcpState,
+    /// Time left on the kernel's keepalive timer (the `tr` field is 2: `sk_timer` pending,
+    /// which on a connected socket is the `SO_KEEPALIVE` timer), in the 10 ms clock ticks
+    /// (`USER_HZ`) the table uses. `None` when that timer is not armed.
+    pub keepalive_timer: Option<std::time::Duration>,
 }
 
 /// Which end of a socket a port filter applies to.
@@ -357,11 +361,24 @@ fn parse_line(line: &str) -> Option<SocketEntry> {
         return None;
     }
     let state = TcpState::from_kernel(u8::try_from(parse_hex(state)?).ok()?)?;
+    let _queues = fields.next();
+    let keepalive_timer = fields.next().and_then(parse_keepalive_timer);
     Some(SocketEntry {
         local,
         remote,
         state,
+        keepalive_timer,
     })
+}
+
+/// Parses the `tr:tm->when` field; `Some` only for timer kind 2 (`sk_timer`).
+fn parse_keepalive_timer(field: &str) -> Option<std::time::Duration> {
+    let (kind, when) = field.split_once(':')?;
+    if parse_hex(kind.as_bytes())? != 2 {
+        return None;
+    }
+    let ticks = parse_hex(when.as_bytes())?;
+    Some(std::time::Duration::from_millis(u64::from(ticks) * 10))
 }
 
 /// Parses `ADDRESS:PORT`: the address as the kernel prints it (8 hex digits for IPv4, 32 for
@@ -459,7 +476,24 @@ mod tests {
             local: addr(local),
             remote: addr(remote),
             state,
+            keepalive_timer: None,
         }
+    }
+
+    #[test]
+    fn parses_the_keepalive_timer() {
+        let line =
+            "   1: 0100007F:1F90 0100007F:9C40 01 00000000:00000000 02:00000FA0 00000000  0 0 1 1";
+        let entry = parse_proc_net_tcp(&format!("header\n{line}\n"))[0];
+        assert_eq!(
+            entry.keepalive_timer,
+            Some(std::time::Duration::from_secs(40))
+        );
+        let none = line.replace("02:00000FA0", "00:00000000");
+        assert_eq!(
+            parse_proc_net_tcp(&format!("header\n{none}\n"))[0].keepalive_timer,
+            None
+        );
     }
 
     #[test]
@@ -854,11 +888,12 @@ mod tests {
         assert_eq!(by_ip.established(), 1, "{by_ip}");
         let client_counts = count(client_side).unwrap();
         assert_eq!(client_counts.established(), 1, "{client_counts}");
-        assert!(sockets().unwrap().contains(&SocketEntry {
-            local: server.local_addr().unwrap(),
-            remote: client.local_addr().unwrap(),
-            state: TcpState::Established,
-        }));
+        assert!(sockets()
+            .unwrap()
+            .iter()
+            .any(|e| e.local == server.local_addr().unwrap()
+                && e.remote == client.local_addr().unwrap()
+                && e.state == TcpState::Established));
 
         // The client closes first: the server's end goes to CLOSE_WAIT.
         client.shutdown(Shutdown::Both).unwrap();
