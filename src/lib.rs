@@ -104,6 +104,7 @@
 //! - [`tcp_state`]: the kernel's view of TCP sockets (`/proc/net/tcp`), for tests, benchmarks
 //!   and health checks.
 
+pub mod client;
 pub mod fin;
 pub mod header;
 pub mod server;

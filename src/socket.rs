@@ -122,6 +122,25 @@ impl SocketOptions {
         self
     }
 
+    /// Configures hyper-util's connector with these options (it applies them through socket2
+    /// on every connected socket).
+    pub(crate) fn configure_connector<R>(
+        &self,
+        connector: &mut hyper_util::client::legacy::connect::HttpConnector<R>,
+    ) {
+        connector.set_nodelay(self.nodelay);
+        match self.keepalive {
+            Some(probes) => {
+                connector.set_keepalive(Some(probes.time));
+                connector.set_keepalive_interval(Some(probes.interval));
+                connector.set_keepalive_retries(Some(probes.retries));
+            }
+            None => connector.set_keepalive(None),
+        }
+        #[cfg(any(target_os = "linux", target_os = "android", target_os = "fuchsia"))]
+        connector.set_tcp_user_timeout(self.user_timeout);
+    }
+
     /// Applies the options to a connected socket. Each failure is logged with `warn!`; the
     /// first one is returned, but the caller may carry on with the connection.
     pub fn apply(&self, stream: &TcpStream) -> io::Result<()> {

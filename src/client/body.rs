@@ -1,0 +1,348 @@
+//! Request and response bodies of the client, and the driver that runs a hyper connection from
+//! inside them: no task per connection, and the socket goes back to the pool bare (without
+//! hyper's buffers) the moment the response ends.
+
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use http::{HeaderMap, Version};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::Full;
+use hyper::body::{Buf as _, Bytes, Incoming};
+use hyper::client::conn::http1::{Connection, SendRequest};
+use hyper_util::rt::TokioIo;
+use pin_project_lite::pin_project;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
+
+use super::io::CountingIo;
+use super::pool::{History, Pool, Reuse};
+use super::service::PoolKey;
+use super::stats::PoolCloseReason;
+use crate::header::{connection_has, KeepAliveParams};
+
+pin_project! {
+    /// The request body as sent: buffered (replayable) or the caller's stream.
+    #[project = RequestBodyProj]
+    #[derive(Debug)]
+    pub(crate) enum RequestBody<B> {
+        Buffered { #[pin] body: Full<Bytes> },
+        Streaming { #[pin] body: B },
+    }
+}
+
+impl<B> Body for RequestBody<B>
+where
+    B: Body,
+    B::Error: Into<crate::BoxError>,
+{
+    type Data = Bytes;
+    type Error = crate::BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.project() {
+            RequestBodyProj::Buffered { body } => body
+                .poll_frame(cx)
+                .map(|f| f.map(|f| f.map_err(|never| match never {}))),
+            RequestBodyProj::Streaming { body } => {
+                let frame = ready!(body.poll_frame(cx));
+                Poll::Ready(frame.map(|f| {
+                    f.map(|frame| frame.map_data(|mut data| data.copy_to_bytes(data.remaining())))
+                        .map_err(Into::into)
+                }))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Buffered { body } => body.is_end_stream(),
+            RequestBody::Streaming { body } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RequestBody::Buffered { body } => body.size_hint(),
+            RequestBody::Streaming { body } => body.size_hint(),
+        }
+    }
+}
+
+/// Whether and how the connection may be reused, decided from the response head.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum AfterResponse {
+    Reuse { keep_alive: KeepAliveParams },
+    Close(PoolCloseReason),
+}
+
+impl AfterResponse {
+    pub(crate) fn decide(
+        request_asked_close: bool,
+        version: Version,
+        status: http::StatusCode,
+        headers: &HeaderMap,
+    ) -> Self {
+        if request_asked_close {
+            return AfterResponse::Close(PoolCloseReason::ClientClose);
+        }
+        if status == http::StatusCode::SWITCHING_PROTOCOLS {
+            return AfterResponse::Close(PoolCloseReason::ServerClose);
+        }
+        let close = match version {
+            Version::HTTP_11 => connection_has(headers, "close"),
+            Version::HTTP_10 => {
+                !connection_has(headers, "keep-alive") || connection_has(headers, "close")
+            }
+            _ => true,
+        };
+        if close {
+            return AfterResponse::Close(PoolCloseReason::ServerClose);
+        }
+        AfterResponse::Reuse {
+            keep_alive: KeepAliveParams::from_headers(headers),
+        }
+    }
+}
+
+/// Runs one hyper connection for the request and response, and gives the socket back.
+pub(crate) trait Drive: Send {
+    /// Drives reading and writing; `Ready(Err)` when the connection failed.
+    fn poll_drive(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), hyper::Error>>;
+    /// The response ended: waits for hyper to go idle, then returns the socket to the pool
+    /// (or closes it). `Ready` once done.
+    fn poll_finish(&mut self, cx: &mut Context<'_>) -> Poll<()>;
+}
+
+/// See [`Drive`].
+pub(crate) struct Driver<T, B>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<crate::BoxError>,
+{
+    pub(crate) tx: Option<SendRequest<RequestBody<B>>>,
+    pub(crate) conn: Option<Connection<TokioIo<CountingIo<T>>, RequestBody<B>>>,
+    pub(crate) pool: Pool<PoolKey, T>,
+    pub(crate) key: Option<PoolKey>,
+    pub(crate) history: History,
+    pub(crate) after: AfterResponse,
+    pub(crate) margin: Option<Duration>,
+    pub(crate) honour_server: bool,
+}
+
+impl<T, B> std::fmt::Debug for Driver<T, B>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<crate::BoxError>,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Driver")
+            .field("after", &self.after)
+            .finish()
+    }
+}
+
+impl<T, B> Driver<T, B>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<crate::BoxError>,
+{
+    pub(crate) fn close_with(&mut self, reason: PoolCloseReason) {
+        self.tx = None;
+        self.conn = None;
+        if let Some(key) = self.key.take() {
+            tracing::debug!(reason = reason.name(), "closing client connection");
+            self.pool.discard(&key, reason);
+        }
+    }
+
+    fn reuse_hint(&self, keep_alive: KeepAliveParams) -> Reuse {
+        if !self.honour_server {
+            return Reuse::default();
+        }
+        let close_by = keep_alive.timeout.map(|timeout| {
+            let margin = self
+                .margin
+                .unwrap_or_else(|| (timeout / 4).min(Duration::from_secs(1)));
+            Instant::now() + timeout.saturating_sub(margin)
+        });
+        Reuse {
+            close_by,
+            uses_left: keep_alive.max,
+        }
+    }
+}
+
+impl<T, B> Drive for Driver<T, B>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<crate::BoxError>,
+{
+    fn poll_drive(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), hyper::Error>> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Poll::Pending;
+        };
+        match conn.poll_without_shutdown(cx) {
+            Poll::Ready(Err(error)) => {
+                self.close_with(PoolCloseReason::Error);
+                Poll::Ready(Err(error))
+            }
+            // Done without an error while the sender lives: the connection closed.
+            Poll::Ready(Ok(())) => Poll::Pending,
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn poll_finish(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.key.is_none() {
+            return Poll::Ready(());
+        }
+        let keep_alive = match self.after {
+            AfterResponse::Close(reason) => {
+                self.close_with(reason);
+                return Poll::Ready(());
+            }
+            AfterResponse::Reuse { keep_alive } => keep_alive,
+        };
+        // Dropping the sender lets hyper finish once the connection is idle.
+        self.tx = None;
+        let Some(conn) = self.conn.as_mut() else {
+            return Poll::Ready(());
+        };
+        match ready!(conn.poll_without_shutdown(cx)) {
+            Ok(()) => {}
+            Err(_) => {
+                self.close_with(PoolCloseReason::Error);
+                return Poll::Ready(());
+            }
+        }
+        let Some(conn) = self.conn.take() else {
+            return Poll::Ready(());
+        };
+        let parts = conn.into_parts();
+        if !parts.read_buf.is_empty() {
+            self.close_with(PoolCloseReason::UnexpectedData);
+            return Poll::Ready(());
+        }
+        let io = parts.io.into_inner().inner;
+        let reuse = self.reuse_hint(keep_alive);
+        let Some(key) = self.key.take() else {
+            return Poll::Ready(());
+        };
+        self.pool.put_back(key, io, self.history, reuse);
+        Poll::Ready(())
+    }
+}
+
+impl<T, B> Drop for Driver<T, B>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<crate::BoxError>,
+{
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            // Dropped before the response ended: the connection is in doubt.
+            self.pool.discard(&key, PoolCloseReason::Canceled);
+        }
+    }
+}
+
+/// The body of a [`Client`](super::Client) response. Reading it to the end returns the
+/// connection to the pool; dropping it earlier closes the connection.
+pub struct ResponseBody {
+    incoming: Incoming,
+    driver: Option<Box<dyn Drive>>,
+}
+
+impl std::fmt::Debug for ResponseBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseBody")
+            .field("pooled", &self.driver.is_some())
+            .finish()
+    }
+}
+
+impl ResponseBody {
+    pub(crate) fn new(incoming: Incoming, driver: Option<Box<dyn Drive>>) -> Self {
+        ResponseBody { incoming, driver }
+    }
+
+    pub(crate) fn poll_finish_now(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        self.try_finish(cx)
+    }
+
+    fn try_finish(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if let Some(driver) = self.driver.as_mut() {
+            ready!(driver.poll_finish(cx));
+            self.driver = None;
+        }
+        Poll::Ready(())
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        if let Some(driver) = this.driver.as_mut() {
+            if let Poll::Ready(Err(error)) = driver.poll_drive(cx) {
+                this.driver = None;
+                return Poll::Ready(Some(Err(error)));
+            }
+        }
+        match Pin::new(&mut this.incoming).poll_frame(cx) {
+            Poll::Ready(None) => {
+                ready!(this.try_finish(cx));
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Ok(frame))) => {
+                if this.incoming.is_end_stream() {
+                    // Best effort now; the final poll (or drop) completes it.
+                    let _ = this.try_finish(cx);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(error))) => {
+                this.driver = None;
+                Poll::Ready(Some(Err(error)))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.incoming.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.incoming.size_hint()
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        if self.driver.is_some() && self.incoming.is_end_stream() {
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            let _ = self.try_finish(&mut cx);
+        }
+    }
+}

@@ -1,0 +1,157 @@
+use std::time::Duration;
+
+use super::pool::PoolConfig;
+use crate::SocketOptions;
+
+/// How the [`Client`](super::Client) connects, pools and retries.
+///
+/// ```
+/// use keepalive::client::ClientConfig;
+/// use std::time::Duration;
+///
+/// let config = ClientConfig::new()
+///     .idle_timeout(Duration::from_secs(20))
+///     .max_idle_per_host(32);
+/// # let _ = config;
+/// ```
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    pub(crate) pool: PoolConfig,
+    pub(crate) socket: SocketOptions,
+    pub(crate) connect_timeout: Option<Duration>,
+    pub(crate) connect_overall_timeout: Option<Duration>,
+    pub(crate) keep_alive_margin: Option<Duration>,
+    pub(crate) honour_server_keep_alive: bool,
+    pub(crate) retry_stale: bool,
+    pub(crate) replay_buffer: usize,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            pool: PoolConfig::default(),
+            socket: SocketOptions::default(),
+            connect_timeout: Some(Duration::from_secs(10)),
+            connect_overall_timeout: Some(Duration::from_secs(30)),
+            keep_alive_margin: None,
+            honour_server_keep_alive: true,
+            retry_stale: true,
+            replay_buffer: 64 * 1024,
+        }
+    }
+}
+
+impl ClientConfig {
+    /// The defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How long a connection may stay idle in the pool.
+    ///
+    /// Default is 50 s (below the common server default of 60 s).
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.pool = self.pool.idle_timeout(timeout);
+        self
+    }
+
+    /// Idle connections kept per host (scheme, host and port).
+    ///
+    /// Default is 64.
+    pub fn max_idle_per_host(mut self, max: usize) -> Self {
+        self.pool = self.pool.max_idle_per_key(max);
+        self
+    }
+
+    /// Connections open per host at once; past it requests wait, in order, for one to come
+    /// back, up to [`pool_wait_timeout`](Self::pool_wait_timeout).
+    ///
+    /// Default is no limit.
+    pub fn max_per_host(mut self, max: Option<usize>) -> Self {
+        self.pool = self.pool.max_per_key(max);
+        self
+    }
+
+    /// How long a request waits for a connection when [`max_per_host`](Self::max_per_host)
+    /// is reached.
+    ///
+    /// Default is 30 s.
+    pub fn pool_wait_timeout(mut self, timeout: Duration) -> Self {
+        self.pool = self.pool.wait_timeout(timeout);
+        self
+    }
+
+    /// The longest a connection is used; it is closed when it next becomes idle past it.
+    ///
+    /// Default is no limit.
+    pub fn max_lifetime(mut self, lifetime: Option<Duration>) -> Self {
+        self.pool = self.pool.max_lifetime(lifetime);
+        self
+    }
+
+    /// Requests sent on one connection before it is closed.
+    ///
+    /// Default is no limit (the server's `Keep-Alive: max=` still applies).
+    pub fn max_requests(mut self, max: Option<u32>) -> Self {
+        self.pool = self.pool.max_requests(max);
+        self
+    }
+
+    /// Socket options for every connection (through hyper-util's connector and socket2).
+    ///
+    /// Default is [`SocketOptions::default`]: keepalive 60 s / 10 s / 5, `TCP_NODELAY` on.
+    pub fn socket_options(mut self, options: SocketOptions) -> Self {
+        self.socket = options;
+        self
+    }
+
+    /// Time allowed to connect to one address (shared out when a name resolves to several).
+    ///
+    /// Default is 10 s.
+    pub fn connect_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Time allowed for the whole connect, name resolution and every address included.
+    ///
+    /// Default is 30 s.
+    pub fn connect_overall_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.connect_overall_timeout = timeout;
+        self
+    }
+
+    /// How long before the server's advertised `Keep-Alive: timeout=N` the client closes an
+    /// idle connection. `None` uses `min(1 s, N / 4)`, measured from the end of the response.
+    ///
+    /// Default is `None`.
+    pub fn keep_alive_margin(mut self, margin: Option<Duration>) -> Self {
+        self.keep_alive_margin = margin;
+        self
+    }
+
+    /// Whether to honour the server's `Keep-Alive: timeout=` and `max=`.
+    ///
+    /// Default is on.
+    pub fn honour_server_keep_alive(mut self, on: bool) -> Self {
+        self.honour_server_keep_alive = on;
+        self
+    }
+
+    /// Retry once, on a new connection, an idempotent request with a replayable body that
+    /// failed on a reused connection before any response byte arrived.
+    ///
+    /// Default is on.
+    pub fn retry_stale_requests(mut self, on: bool) -> Self {
+        self.retry_stale = on;
+        self
+    }
+
+    /// The largest request body (with an exact size) buffered so that it can be replayed.
+    ///
+    /// Default is 64 KiB.
+    pub fn replay_buffer(mut self, bytes: usize) -> Self {
+        self.replay_buffer = bytes;
+        self
+    }
+}

@@ -1,0 +1,33 @@
+//! The client side: [`Client`], an HTTP/1.0 and HTTP/1.1 client whose keep-alive pool never
+//! races the server and never leaves CLOSE_WAIT, and the [`Pool`] under it, usable for any
+//! connection.
+//!
+//! - Connections are pooled by scheme, host and port, reused last-in first-out, and kept bare
+//!   while idle (the socket, not hyper's buffers).
+//! - The server is honoured: `Connection: close` ends the connection after that response, an
+//!   HTTP/1.0 response without keep-alive is not reused, `Keep-Alive: timeout=N` makes the
+//!   client close the idle connection a margin before N (so TIME_WAIT lands on the client and
+//!   the idle race cannot happen), `Keep-Alive: max=M` caps its uses.
+//! - An idle connection's FIN (or any unexpected byte) evicts and closes it at once.
+//! - A request that fails on a reused connection before any response byte is retried once on a
+//!   new connection when it is idempotent and its body is replayable; otherwise the error says
+//!   why it was not ([`ErrorKind::StaleNotRetried`]).
+//! - Dropping a response body before its end closes its connection; dropping the last clone of
+//!   the client closes its idle connections (the client's FIN first).
+
+mod body;
+mod config;
+mod connector;
+mod error;
+mod io;
+mod pool;
+mod service;
+mod stats;
+
+pub use body::ResponseBody;
+pub use config::ClientConfig;
+pub use connector::TcpConnector;
+pub use error::{Error, ErrorKind};
+pub use pool::{Checkout, History, Pool, PoolConfig, Pooled, Reuse, Slot, WaitTimeout};
+pub use service::{Client, PoolKey};
+pub use stats::{ClientStats, ClientStatsSnapshot, PoolCloseReason};

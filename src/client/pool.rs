@@ -1,0 +1,573 @@
+//! A keyed pool of idle connections, generic over the connection, with an event-driven FIN
+//! watch on every idle one.
+//!
+//! Idle connections are kept bare (no HTTP codec, no buffers): the connection itself plus a
+//! few timestamps. Each idle period has a small watcher task that owns nothing but a handle to
+//! the idle slot: it reads at most one byte when the connection becomes readable. Zero bytes
+//! is the server's FIN, any byte is a protocol violation (nobody asked), an error is a reset;
+//! each evicts and closes the connection at once, so nothing lingers in CLOSE_WAIT. The same
+//! task closes the connection when its idle deadline passes (the client closes first, so
+//! TIME_WAIT stays on the client).
+//!
+//! Checkout is last-in, first-out per key: the most recently used connection is the one most
+//! likely alive and warm.
+//!
+//! ```
+//! use keepalive::client::{Pool, PoolConfig};
+//! use tokio::net::TcpStream;
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let pool: Pool<String, TcpStream> = Pool::new(PoolConfig::new());
+//! let stream = match pool.checkout(&"db-1".to_string()).await {
+//!     Ok(Some(idle)) => idle.into_inner(),
+//!     _ => TcpStream::connect("127.0.0.1:5432").await?,
+//! };
+//! // ... use it, then give it back:
+//! pool.put("db-1".to_string(), stream, keepalive::client::Reuse::default());
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Race window
+//!
+//! A connection can die between its checkout and its first write (the FIN is in flight). The
+//! HTTP client retries idempotent requests that fail that way; raw users must do the same.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::{poll_fn, Future as _};
+use std::hash::Hash;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::task::Poll;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::oneshot;
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+
+use super::stats::{ClientStats, PoolCloseReason};
+
+/// Limits of a [`Pool`].
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    pub(crate) max_idle_per_key: usize,
+    pub(crate) max_per_key: Option<usize>,
+    pub(crate) wait_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) max_lifetime: Option<Duration>,
+    pub(crate) max_requests: Option<u32>,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            max_idle_per_key: 64,
+            max_per_key: None,
+            wait_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(50),
+            max_lifetime: None,
+            max_requests: None,
+        }
+    }
+}
+
+impl PoolConfig {
+    /// The defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Idle connections kept per key; more are closed when returned.
+    ///
+    /// Default is 64.
+    pub fn max_idle_per_key(mut self, max: usize) -> Self {
+        self.max_idle_per_key = max;
+        self
+    }
+
+    /// Connections open per key (idle and in use). Past it, a checkout waits for one to come
+    /// back or close, in order, up to [`wait_timeout`](Self::wait_timeout).
+    ///
+    /// Default is no limit.
+    pub fn max_per_key(mut self, max: Option<usize>) -> Self {
+        self.max_per_key = max.map(|m| m.max(1));
+        self
+    }
+
+    /// How long a checkout waits when [`max_per_key`](Self::max_per_key) is reached.
+    ///
+    /// Default is 30 s.
+    pub fn wait_timeout(mut self, timeout: Duration) -> Self {
+        self.wait_timeout = timeout;
+        self
+    }
+
+    /// How long a connection may stay idle before the pool closes it.
+    ///
+    /// Default is 50 s (below the common server default of 60 s).
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// The longest a connection may live; it is closed when it next becomes idle past it.
+    ///
+    /// Default is no limit.
+    pub fn max_lifetime(mut self, lifetime: Option<Duration>) -> Self {
+        self.max_lifetime = lifetime;
+        self
+    }
+
+    /// Uses of one connection before it is closed.
+    ///
+    /// Default is no limit.
+    pub fn max_requests(mut self, max: Option<u32>) -> Self {
+        self.max_requests = max.map(|m| m.max(1));
+        self
+    }
+}
+
+/// What is known about a connection when it is returned: how long it may still be reused.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Reuse {
+    /// Close it at this instant even if idle timeout says later (the server's advertised
+    /// `Keep-Alive: timeout=` minus the margin).
+    pub close_by: Option<Instant>,
+    /// Uses left (the server's `Keep-Alive: max=`).
+    pub uses_left: Option<u32>,
+}
+
+/// A connection taken out of a [`Pool`], with what the pool knows about it.
+#[derive(Debug)]
+pub struct Pooled<T> {
+    io: T,
+    meta: Meta,
+}
+
+/// What the pool knows about a connection (age, uses, the server's limits), carried while it
+/// is in use and handed back with [`Pool::put_back`].
+#[derive(Debug, Clone, Copy)]
+pub struct History {
+    meta: Meta,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Meta {
+    created: Instant,
+    uses: u32,
+    close_by: Option<Instant>,
+    uses_left: Option<u32>,
+}
+
+impl<T> Pooled<T> {
+    /// The connection.
+    pub fn get_mut(&mut self) -> &mut T {
+        &mut self.io
+    }
+
+    /// Takes the connection out (its history is forgotten: a later [`Pool::put`] counts it as
+    /// new).
+    pub fn into_inner(self) -> T {
+        self.io
+    }
+
+    /// The connection and its history, to hand back with [`Pool::put_back`].
+    pub fn into_parts(self) -> (T, History) {
+        (self.io, History { meta: self.meta })
+    }
+
+    /// How many times it was used before.
+    pub fn uses(&self) -> u32 {
+        self.meta.uses
+    }
+}
+
+/// A pool of idle connections; see the [module docs](self). Cheap to clone (shared).
+#[derive(Debug)]
+pub struct Pool<K, T> {
+    shared: Arc<Shared<K, T>>,
+}
+
+impl<K, T> Clone for Pool<K, T> {
+    fn clone(&self) -> Self {
+        Pool {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Shared<K, T> {
+    config: PoolConfig,
+    stats: ClientStats,
+    hosts: Mutex<HashMap<K, Host<T>>>,
+    next_id: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Host<T> {
+    idle: Vec<IdleEntry<T>>,
+    open: usize,
+    waiters: VecDeque<oneshot::Sender<Handoff<T>>>,
+}
+
+impl<T> Default for Host<T> {
+    fn default() -> Self {
+        Host {
+            idle: Vec::new(),
+            open: 0,
+            waiters: VecDeque::new(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct IdleEntry<T> {
+    id: u64,
+    slot: Arc<Mutex<Option<(T, Meta)>>>,
+    watcher: AbortHandle,
+}
+
+/// What a waiter gets: a connection, or the right to open one.
+#[derive(Debug)]
+enum Handoff<T> {
+    Conn(T, Meta),
+    Open,
+}
+
+/// What a checkout found.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Checkout<T> {
+    /// An idle connection to reuse.
+    Reused(Pooled<T>),
+    /// No idle connection: the caller may open a new one (it holds one of the key's slots,
+    /// given back by [`Pool::put`] or [`Pool::discard`]).
+    Open(Slot),
+}
+
+/// The right to open one connection for a key (see [`Checkout::Open`]).
+#[derive(Debug)]
+pub struct Slot {
+    created: Instant,
+}
+
+impl Slot {
+    /// The history of the connection opened with this slot.
+    pub fn into_history(self) -> History {
+        History {
+            meta: Meta {
+                created: self.created,
+                uses: 0,
+                close_by: None,
+                uses_left: None,
+            },
+        }
+    }
+}
+
+/// A checkout waited longer than [`PoolConfig::wait_timeout`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WaitTimeout;
+
+impl std::fmt::Display for WaitTimeout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("timed out waiting for a pooled connection")
+    }
+}
+
+impl std::error::Error for WaitTimeout {}
+
+fn lock<X>(mutex: &Mutex<X>) -> MutexGuard<'_, X> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl<K, T> Pool<K, T>
+where
+    K: Eq + Hash + Clone + Send + 'static,
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    /// An empty pool.
+    pub fn new(config: PoolConfig) -> Self {
+        Self::with_stats(config, ClientStats::default())
+    }
+
+    pub(crate) fn with_stats(config: PoolConfig, stats: ClientStats) -> Self {
+        Pool {
+            shared: Arc::new(Shared {
+                config,
+                stats,
+                hosts: Mutex::new(HashMap::new()),
+                next_id: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// The pool's counters.
+    pub fn stats(&self) -> &ClientStats {
+        &self.shared.stats
+    }
+
+    /// Idle connections for `key` now.
+    pub fn idle_count(&self, key: &K) -> usize {
+        lock(&self.shared.hosts)
+            .get(key)
+            .map_or(0, |host| host.idle.len())
+    }
+
+    /// Takes the most recently returned live connection for `key`, or a [`Slot`] to open a new
+    /// one, waiting in order when [`PoolConfig::max_per_key`] is reached.
+    pub async fn checkout_or_slot(&self, key: &K) -> Result<Checkout<T>, WaitTimeout> {
+        let waiter = {
+            let mut hosts = lock(&self.shared.hosts);
+            let host = hosts.entry(key.clone()).or_default();
+            while let Some(entry) = host.idle.pop() {
+                entry.watcher.abort();
+                let taken = lock(&entry.slot).take();
+                if let Some((io, meta)) = taken {
+                    return Ok(Checkout::Reused(Pooled { io, meta }));
+                }
+                // The watcher closed it a moment ago; it already gave back its place.
+            }
+            match self.shared.config.max_per_key {
+                Some(max) if host.open >= max => {
+                    let (tx, rx) = oneshot::channel();
+                    host.waiters.push_back(tx);
+                    rx
+                }
+                _ => {
+                    host.open += 1;
+                    return Ok(Checkout::Open(Slot {
+                        created: Instant::now(),
+                    }));
+                }
+            }
+        };
+        let mut waiter = waiter;
+        match tokio::time::timeout(self.shared.config.wait_timeout, &mut waiter).await {
+            Ok(Ok(Handoff::Conn(io, meta))) => Ok(Checkout::Reused(Pooled { io, meta })),
+            Ok(Ok(Handoff::Open)) => Ok(Checkout::Open(Slot {
+                created: Instant::now(),
+            })),
+            Ok(Err(_)) => Err(WaitTimeout),
+            Err(_) => {
+                // A handoff may have raced with the timeout: give it back.
+                waiter.close();
+                match waiter.try_recv() {
+                    Ok(Handoff::Conn(io, meta)) => {
+                        self.put_meta(key.clone(), io, meta, Reuse::default(), false)
+                    }
+                    Ok(Handoff::Open) => {
+                        if let Some(host) = lock(&self.shared.hosts).get_mut(key) {
+                            release_place(host);
+                        }
+                    }
+                    Err(_) => {}
+                }
+                Err(WaitTimeout)
+            }
+        }
+    }
+
+    /// Like [`checkout_or_slot`](Self::checkout_or_slot), for users that do not track slots:
+    /// `Some` idle connection, or `None` (open a new one and [`put`](Self::put) it later).
+    pub async fn checkout(&self, key: &K) -> Result<Option<Pooled<T>>, WaitTimeout> {
+        match self.checkout_or_slot(key).await? {
+            Checkout::Reused(pooled) => Ok(Some(pooled)),
+            Checkout::Open(_) => Ok(None),
+        }
+    }
+
+    /// Returns a connection after a use, with its [`History`] (from [`Pooled::into_parts`] or
+    /// [`Slot::into_history`]), so age, uses and the server's limits carry over.
+    pub fn put_back(&self, key: K, io: T, history: History, reuse: Reuse) {
+        let mut meta = history.meta;
+        meta.uses = meta.uses.saturating_add(1);
+        self.put_meta(key, io, meta, reuse, true);
+    }
+
+    /// Returns a connection without history (counted as new, used once).
+    pub fn put(&self, key: K, io: T, reuse: Reuse) {
+        let meta = Meta {
+            created: Instant::now(),
+            uses: 1,
+            close_by: None,
+            uses_left: None,
+        };
+        self.put_meta(key, io, meta, reuse, true);
+    }
+
+    fn put_meta(&self, key: K, io: T, mut meta: Meta, reuse: Reuse, used: bool) {
+        let config = &self.shared.config;
+        let now = Instant::now();
+        if let Some(by) = reuse.close_by {
+            meta.close_by = Some(meta.close_by.map_or(by, |old| old.min(by)));
+        }
+        if let Some(left) = reuse.uses_left {
+            meta.uses_left = Some(meta.uses_left.map_or(left, |old| old.min(left)));
+        } else if let (true, Some(left)) = (used, meta.uses_left) {
+            meta.uses_left = Some(left.saturating_sub(1));
+        }
+        let mut deadline = now + config.idle_timeout;
+        let mut reason = PoolCloseReason::IdleTimeout;
+        if let Some(by) = meta.close_by {
+            if by <= deadline {
+                deadline = by;
+                reason = PoolCloseReason::ServerTimeout;
+            }
+        }
+        if let Some(lifetime) = config.max_lifetime {
+            if meta.created + lifetime <= deadline {
+                deadline = meta.created + lifetime;
+                reason = PoolCloseReason::MaxLifetime;
+            }
+        }
+        let retire = if config.max_requests.is_some_and(|max| meta.uses >= max)
+            || meta.uses_left == Some(0)
+        {
+            Some(PoolCloseReason::MaxRequests)
+        } else if deadline <= now {
+            Some(reason)
+        } else {
+            None
+        };
+
+        let mut hosts = lock(&self.shared.hosts);
+        let host = hosts.entry(key.clone()).or_default();
+        if let Some(reason) = retire {
+            release_place(host);
+            drop(hosts);
+            self.shared.stats.closed(reason);
+            drop(io);
+            return;
+        }
+        // A waiter takes it directly, in order.
+        let mut io = Some(io);
+        while let Some(waiter) = host.waiters.pop_front() {
+            match waiter.send(Handoff::Conn(
+                io.take().unwrap_or_else(|| unreachable!()),
+                meta,
+            )) {
+                Ok(()) => return,
+                Err(Handoff::Conn(back, _)) => io = Some(back),
+                Err(Handoff::Open) => unreachable!(),
+            }
+        }
+        let Some(io) = io else { return };
+        if host.idle.len() >= config.max_idle_per_key {
+            release_place(host);
+            drop(hosts);
+            self.shared.stats.closed(PoolCloseReason::TooManyIdle);
+            return;
+        }
+        let id = self.shared.next_id.fetch_add(1, Relaxed);
+        let slot = Arc::new(Mutex::new(Some((io, meta))));
+        let watcher = tokio::spawn(watch_idle(
+            Arc::downgrade(&self.shared),
+            key,
+            id,
+            slot.clone(),
+            deadline,
+            reason,
+        ))
+        .abort_handle();
+        host.idle.push(IdleEntry { id, slot, watcher });
+    }
+}
+
+impl<K: Eq + Hash, T> Pool<K, T> {
+    /// A connection of `key` closed instead of coming back (error, server said close): counts
+    /// it and gives its place to the next waiter.
+    pub fn discard(&self, key: &K, reason: PoolCloseReason) {
+        self.shared.stats.closed(reason);
+        let mut hosts = lock(&self.shared.hosts);
+        if let Some(host) = hosts.get_mut(key) {
+            release_place(host);
+        }
+    }
+}
+
+/// A connection of the host closed: one more may be opened, by the first waiter if any.
+fn release_place<T>(host: &mut Host<T>) {
+    while let Some(waiter) = host.waiters.pop_front() {
+        if waiter.send(Handoff::Open).is_ok() {
+            return;
+        }
+    }
+    host.open = host.open.saturating_sub(1);
+}
+
+/// Watches one idle connection until it is checked out (the task is aborted and the slot
+/// emptied), the server closes it or sends something (evict), or its deadline passes (close).
+async fn watch_idle<K, T>(
+    pool: Weak<Shared<K, T>>,
+    key: K,
+    id: u64,
+    slot: Arc<Mutex<Option<(T, Meta)>>>,
+    deadline: Instant,
+    deadline_reason: PoolCloseReason,
+) where
+    K: Eq + Hash,
+    T: AsyncRead + Unpin,
+{
+    let mut timer = std::pin::pin!(tokio::time::sleep_until(deadline));
+    let reason = poll_fn(|cx| {
+        let mut guard = lock(&slot);
+        let Some((io, _)) = guard.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let mut byte = [0u8; 1];
+        let mut buf = ReadBuf::new(&mut byte);
+        match Pin::new(io).poll_read(cx, &mut buf) {
+            Poll::Ready(Ok(())) if buf.filled().is_empty() => {
+                return Poll::Ready(Some(PoolCloseReason::ServerFin))
+            }
+            Poll::Ready(Ok(())) => return Poll::Ready(Some(PoolCloseReason::UnexpectedData)),
+            Poll::Ready(Err(_)) => return Poll::Ready(Some(PoolCloseReason::Error)),
+            Poll::Pending => {}
+        }
+        drop(guard);
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(deadline_reason)),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await;
+    let Some(reason) = reason else { return };
+    let Some(shared) = pool.upgrade() else { return };
+    let taken = {
+        let mut hosts = lock(&shared.hosts);
+        let Some(host) = hosts.get_mut(&key) else {
+            return;
+        };
+        // Only if a checkout has not taken it in the meantime.
+        let taken = lock(&slot).take();
+        if taken.is_some() {
+            host.idle.retain(|entry| entry.id != id);
+            release_place(host);
+        }
+        taken
+    };
+    if let Some((io, _)) = taken {
+        tracing::debug!(reason = reason.name(), "closing idle pooled connection");
+        shared.stats.closed(reason);
+        drop(io);
+    }
+}
+
+impl<K, T> Drop for Shared<K, T> {
+    /// Closes every idle connection (the client's FIN comes first) and stops their watchers.
+    fn drop(&mut self) {
+        let hosts = std::mem::take(&mut *lock(&self.hosts));
+        for host in hosts.into_values() {
+            for entry in host.idle {
+                entry.watcher.abort();
+                drop(lock(&entry.slot).take());
+            }
+        }
+    }
+}

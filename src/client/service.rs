@@ -1,0 +1,413 @@
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::header::{HeaderValue, CONNECTION, HOST};
+use http::uri::{PathAndQuery, Uri};
+use http::{Method, Request, Response, Version};
+use http_body::Body;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::body::{AfterResponse, Drive, Driver, RequestBody, ResponseBody};
+use super::config::ClientConfig;
+use super::connector::TcpConnector;
+use super::error::{Error, ErrorKind};
+use super::io::CountingIo;
+use super::pool::{Checkout, History, Pool};
+use super::stats::{ClientStats, PoolCloseReason};
+use crate::header::connection_has;
+use crate::BoxError;
+
+/// What connections are pooled by: scheme, host (case-insensitive) and port.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PoolKey {
+    https: bool,
+    host: Box<str>,
+    port: u16,
+}
+
+impl PoolKey {
+    /// The key of a request URI; `None` without an http(s) scheme or a host.
+    pub fn of(uri: &Uri) -> Option<PoolKey> {
+        let https = match uri.scheme_str() {
+            Some(s) if s.eq_ignore_ascii_case("http") => false,
+            Some(s) if s.eq_ignore_ascii_case("https") => true,
+            _ => return None,
+        };
+        let host = uri.host()?.to_ascii_lowercase().into_boxed_str();
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        Some(PoolKey { https, host, port })
+    }
+}
+
+/// An HTTP/1 client with a keep-alive pool that closes idle connections before the server
+/// would, notices a server's FIN on an idle connection at once, and retries idempotent
+/// requests that hit a stale connection. A `tower::Service<http::Request<B>>` for any body.
+///
+/// ```no_run
+/// use http_body_util::{BodyExt, Empty};
+/// use hyper::body::Bytes;
+/// use keepalive::client::{Client, ClientConfig};
+/// use tower::ServiceExt;
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// let client = Client::new(ClientConfig::new());
+/// let request = http::Request::get("http://127.0.0.1:3000/").body(Empty::<Bytes>::new())?;
+/// let response = client.clone().oneshot(request).await?;
+/// let body = response.into_body().collect().await?.to_bytes();
+/// println!("{body:?} {}", client.stats().snapshot().to_json());
+/// # Ok(())
+/// # }
+/// ```
+pub struct Client<C = TcpConnector>
+where
+    C: tower_service::Service<Uri>,
+{
+    inner: Arc<Inner<C>>,
+}
+
+struct Inner<C>
+where
+    C: tower_service::Service<Uri>,
+{
+    connector: C,
+    pool: Pool<PoolKey, C::Response>,
+    config: ClientConfig,
+    stats: ClientStats,
+}
+
+impl<C> Clone for Client<C>
+where
+    C: tower_service::Service<Uri>,
+{
+    fn clone(&self) -> Self {
+        Client {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<C> std::fmt::Debug for Client<C>
+where
+    C: tower_service::Service<Uri>,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("config", &self.inner.config)
+            .finish()
+    }
+}
+
+impl Client<TcpConnector> {
+    /// A client with the default connector (plain TCP through hyper-util's `HttpConnector`).
+    pub fn new(config: ClientConfig) -> Self {
+        let connector = TcpConnector::new(
+            config.socket,
+            config.connect_timeout,
+            config.connect_overall_timeout,
+        );
+        Self::with_connector(config, connector)
+    }
+}
+
+impl<C> Client<C>
+where
+    C: tower_service::Service<Uri> + Clone + Send + Sync + 'static,
+    C::Response: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    C::Error: Into<BoxError>,
+    C::Future: Send,
+{
+    /// A client with a connector of your own (TLS, a proxy, a Unix socket): any
+    /// `tower::Service<Uri>` returning a tokio `AsyncRead + AsyncWrite`.
+    pub fn with_connector(config: ClientConfig, connector: C) -> Self {
+        let stats = ClientStats::default();
+        Client {
+            inner: Arc::new(Inner {
+                connector,
+                pool: Pool::with_stats(config.pool.clone(), stats.clone()),
+                config,
+                stats,
+            }),
+        }
+    }
+
+    /// The client's counters.
+    pub fn stats(&self) -> &ClientStats {
+        &self.inner.stats
+    }
+
+    /// Idle connections pooled for the host of `uri`.
+    pub fn idle_connections(&self, uri: &Uri) -> usize {
+        PoolKey::of(uri).map_or(0, |key| self.inner.pool.idle_count(&key))
+    }
+
+    /// Sends a request (the same as `Service::call`).
+    pub async fn request<B>(&self, request: Request<B>) -> Result<Response<ResponseBody>, Error>
+    where
+        B: Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
+        send(self.inner.clone(), request).await
+    }
+}
+
+impl<C, B> tower_service::Service<Request<B>> for Client<C>
+where
+    C: tower_service::Service<Uri> + Clone + Send + Sync + 'static,
+    C::Response: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    C::Error: Into<BoxError>,
+    C::Future: Send,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<ResponseBody>;
+    type Error = Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, Error>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        Box::pin(send(self.inner.clone(), request))
+    }
+}
+
+/// Why a failed request on a reused connection may not be retried, if it may not.
+fn not_replayable(method: &Method) -> Option<&'static str> {
+    match *method {
+        Method::GET
+        | Method::HEAD
+        | Method::OPTIONS
+        | Method::TRACE
+        | Method::PUT
+        | Method::DELETE => None,
+        _ => Some("the method is not idempotent"),
+    }
+}
+
+async fn send<C, B>(
+    inner: Arc<Inner<C>>,
+    request: Request<B>,
+) -> Result<Response<ResponseBody>, Error>
+where
+    C: tower_service::Service<Uri> + Clone + Send + Sync + 'static,
+    C::Response: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    C::Error: Into<BoxError>,
+    C::Future: Send,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let uri = request.uri().clone();
+    let key = PoolKey::of(&uri).ok_or_else(|| Error::kind_only(ErrorKind::InvalidUri))?;
+    let (mut parts, body) = request.into_parts();
+    parts.uri = origin_form(&uri);
+    if !parts.headers.contains_key(HOST) {
+        if let Some(authority) = uri.authority() {
+            if let Ok(value) = HeaderValue::from_str(authority.as_str()) {
+                parts.headers.insert(HOST, value);
+            }
+        }
+    }
+    if parts.version == Version::HTTP_10 && !connection_has(&parts.headers, "keep-alive") {
+        parts
+            .headers
+            .append(CONNECTION, HeaderValue::from_static("keep-alive"));
+    }
+    let asked_close = connection_has(&parts.headers, "close");
+
+    // Make the body replayable when a retry could be allowed.
+    let mut why_not = if inner.config.retry_stale {
+        not_replayable(&parts.method)
+    } else {
+        Some("retries are turned off")
+    };
+    let (mut first_body, replay) = if why_not.is_some() {
+        (Some(RequestBody::Streaming { body }), None)
+    } else if body.is_end_stream() {
+        (None, Some(Bytes::new()))
+    } else if body
+        .size_hint()
+        .exact()
+        .is_some_and(|n| n <= inner.config.replay_buffer as u64)
+    {
+        let bytes = body
+            .collect()
+            .await
+            .map_err(|e| Error::new(ErrorKind::RequestBody, e))?
+            .to_bytes();
+        (None, Some(bytes))
+    } else {
+        why_not = Some("the body cannot be replayed");
+        (Some(RequestBody::Streaming { body }), None)
+    };
+
+    let mut extensions = Some(parts.extensions);
+    for attempt in 0..2 {
+        let body = match (first_body.take(), &replay) {
+            (Some(body), _) => body,
+            (None, Some(bytes)) => RequestBody::Buffered {
+                body: Full::new(bytes.clone()),
+            },
+            (None, None) => unreachable!("a streaming body is sent once"),
+        };
+        let mut request = Request::new(body);
+        *request.method_mut() = parts.method.clone();
+        *request.uri_mut() = parts.uri.clone();
+        *request.version_mut() = parts.version;
+        *request.headers_mut() = parts.headers.clone();
+        if let Some(ext) = extensions.take() {
+            *request.extensions_mut() = ext;
+        }
+
+        let (io, history, reused) = match inner
+            .pool
+            .checkout_or_slot(&key)
+            .await
+            .map_err(|e| Error::new(ErrorKind::PoolTimeout, e))?
+        {
+            Checkout::Reused(pooled) => {
+                let (io, history) = pooled.into_parts();
+                (io, history, true)
+            }
+            Checkout::Open(slot) => {
+                let mut connector = inner.connector.clone();
+                let connected = async {
+                    poll_fn(|cx| connector.poll_ready(cx)).await?;
+                    connector.call(uri.clone()).await
+                }
+                .await;
+                match connected {
+                    Ok(io) => {
+                        inner.stats.opened();
+                        (io, slot.into_history(), false)
+                    }
+                    Err(error) => {
+                        inner.pool.discard(&key, PoolCloseReason::Error);
+                        return Err(Error::new(ErrorKind::Connect, error));
+                    }
+                }
+            }
+        };
+        inner.stats.request(reused);
+        match send_on(&inner, key.clone(), io, history, request, asked_close).await {
+            Ok(response) => return Ok(response),
+            Err(Failure { error, stale }) => {
+                if !(reused && stale) {
+                    return Err(Error::new(ErrorKind::Request, error));
+                }
+                if let Some(why) = why_not {
+                    return Err(Error::new(ErrorKind::StaleNotRetried(why), error));
+                }
+                if attempt == 1 {
+                    return Err(Error::new(ErrorKind::Request, error));
+                }
+                tracing::debug!(%error, "stale pooled connection; retrying on a new one");
+                inner.stats.retry();
+            }
+        }
+    }
+    unreachable!("the second attempt always returns")
+}
+
+/// A failed attempt; `stale` when no response byte had arrived.
+struct Failure {
+    error: hyper::Error,
+    stale: bool,
+}
+
+async fn send_on<C, B>(
+    inner: &Inner<C>,
+    key: PoolKey,
+    io: C::Response,
+    history: History,
+    request: Request<RequestBody<B>>,
+    asked_close: bool,
+) -> Result<Response<ResponseBody>, Failure>
+where
+    C: tower_service::Service<Uri>,
+    C::Response: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let io = TokioIo::new(CountingIo { inner: io, read: 0 });
+    let (mut tx, conn) = match hyper::client::conn::http1::handshake(io).await {
+        Ok(pair) => pair,
+        Err(error) => {
+            inner.pool.discard(&key, PoolCloseReason::Error);
+            return Err(Failure {
+                error,
+                stale: false,
+            });
+        }
+    };
+    let mut driver = Driver {
+        tx: None,
+        conn: Some(conn),
+        pool: inner.pool.clone(),
+        key: Some(key),
+        history,
+        after: AfterResponse::Close(PoolCloseReason::Canceled),
+        margin: inner.config.keep_alive_margin,
+        honour_server: inner.config.honour_server_keep_alive,
+    };
+    let mut response_future = std::pin::pin!(tx.send_request(request));
+    let result = poll_fn(|cx| {
+        if let Poll::Ready(result) = response_future.as_mut().poll(cx) {
+            return Poll::Ready(result);
+        }
+        if let Some(conn) = driver.conn.as_mut() {
+            if let Poll::Ready(Err(error)) = conn.poll_without_shutdown(cx) {
+                // The response future reports the same failure once polled again.
+                if let Poll::Ready(result) = response_future.as_mut().poll(cx) {
+                    return Poll::Ready(result);
+                }
+                return Poll::Ready(Err(error));
+            }
+        }
+        Poll::Pending
+    })
+    .await;
+    let response = match result {
+        Ok(response) => response,
+        Err(error) => {
+            let stale = driver.conn.take().is_some_and(|conn| {
+                let parts = conn.into_parts();
+                parts.io.inner().read == 0 && parts.read_buf.is_empty()
+            });
+            driver.close_with(PoolCloseReason::Error);
+            return Err(Failure { error, stale });
+        }
+    };
+    driver.tx = Some(tx);
+    driver.after = AfterResponse::decide(
+        asked_close,
+        response.version(),
+        response.status(),
+        response.headers(),
+    );
+    let (parts, incoming) = response.into_parts();
+    let mut body = ResponseBody::new(incoming, Some(Box::new(driver) as Box<dyn Drive>));
+    if body.is_end_stream() {
+        // No body to read: give the connection back now.
+        poll_fn(|cx| body.poll_finish_now(cx)).await;
+    }
+    Ok(Response::from_parts(parts, body))
+}
+
+/// The request-target for HTTP/1: path and query only.
+fn origin_form(uri: &Uri) -> Uri {
+    let path = uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    Uri::from(path)
+}
