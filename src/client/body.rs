@@ -111,8 +111,12 @@ impl AfterResponse {
 
 /// Runs one hyper connection for the request and response, and gives the socket back.
 pub(crate) trait Drive: Send {
-    /// Drives reading and writing; `Ready(Err)` when the connection failed.
+    /// Drives reading and writing; `Ready(Err)` when the connection failed: it is dropped
+    /// then, and the caller says why with [`close`](Drive::close) once the body has told
+    /// whether it was complete.
     fn poll_drive(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), hyper::Error>>;
+    /// Closes the connection for `reason` (counted once).
+    fn close(&mut self, reason: PoolCloseReason);
     /// The response ended: waits for hyper to go idle, then returns the socket to the pool
     /// (or closes it). `Ready` once done.
     fn poll_finish(&mut self, cx: &mut Context<'_>) -> Poll<()>;
@@ -196,13 +200,18 @@ where
         };
         match conn.poll_without_shutdown(cx) {
             Poll::Ready(Err(error)) => {
-                self.close_with(PoolCloseReason::Error);
+                self.tx = None;
+                self.conn = None;
                 Poll::Ready(Err(error))
             }
             // Done without an error while the sender lives: the connection closed.
             Poll::Ready(Ok(())) => Poll::Pending,
             Poll::Pending => Poll::Pending,
         }
+    }
+
+    fn close(&mut self, reason: PoolCloseReason) {
+        self.close_with(reason);
     }
 
     fn poll_finish(&mut self, cx: &mut Context<'_>) -> Poll<()> {
@@ -223,8 +232,9 @@ where
         };
         match ready!(conn.poll_without_shutdown(cx)) {
             Ok(()) => {}
+            // The response is complete: what failed is bytes nobody asked for.
             Err(_) => {
-                self.close_with(PoolCloseReason::Error);
+                self.close_with(PoolCloseReason::UnexpectedData);
                 return Poll::Ready(());
             }
         }
@@ -266,6 +276,8 @@ where
 pub struct ResponseBody {
     incoming: Incoming,
     driver: Option<Box<dyn Drive>>,
+    /// The connection failed while the body was read; the body decides what it means.
+    failed: bool,
 }
 
 impl std::fmt::Debug for ResponseBody {
@@ -278,7 +290,11 @@ impl std::fmt::Debug for ResponseBody {
 
 impl ResponseBody {
     pub(crate) fn new(incoming: Incoming, driver: Option<Box<dyn Drive>>) -> Self {
-        ResponseBody { incoming, driver }
+        ResponseBody {
+            incoming,
+            driver,
+            failed: false,
+        }
     }
 
     pub(crate) fn poll_finish_now(&mut self, cx: &mut Context<'_>) -> Poll<()> {
@@ -303,26 +319,36 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = &mut *self;
-        if let Some(driver) = this.driver.as_mut() {
+        if let (Some(driver), false) = (this.driver.as_mut(), this.failed) {
             if let Poll::Ready(Err(error)) = driver.poll_drive(cx) {
-                this.driver = None;
-                return Poll::Ready(Some(Err(error)));
+                // The connection is gone. hyper hands a failure inside the body to the body
+                // itself, so the body below reports it, or ends cleanly if it was complete
+                // (then what failed was bytes the server sent after it).
+                tracing::debug!(%error, "client connection failed");
+                this.failed = true;
             }
         }
         match Pin::new(&mut this.incoming).poll_frame(cx) {
             Poll::Ready(None) => {
+                if this.failed {
+                    if let Some(mut driver) = this.driver.take() {
+                        driver.close(PoolCloseReason::UnexpectedData);
+                    }
+                }
                 ready!(this.try_finish(cx));
                 Poll::Ready(None)
             }
             Poll::Ready(Some(Ok(frame))) => {
-                if this.incoming.is_end_stream() {
+                if this.incoming.is_end_stream() && !this.failed {
                     // Best effort now; the final poll (or drop) completes it.
                     let _ = this.try_finish(cx);
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(error))) => {
-                this.driver = None;
+                if let Some(mut driver) = this.driver.take() {
+                    driver.close(PoolCloseReason::Error);
+                }
                 Poll::Ready(Some(Err(error)))
             }
             Poll::Pending => Poll::Pending,
@@ -340,7 +366,7 @@ impl Body for ResponseBody {
 
 impl Drop for ResponseBody {
     fn drop(&mut self) {
-        if self.driver.is_some() && self.incoming.is_end_stream() {
+        if self.driver.is_some() && self.incoming.is_end_stream() && !self.failed {
             let mut cx = Context::from_waker(std::task::Waker::noop());
             let _ = self.try_finish(&mut cx);
         }
