@@ -11,6 +11,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::Instrument;
 
 use super::body::{AfterResponse, Drive, Driver, RequestBody, ResponseBody};
 use super::config::ClientConfig;
@@ -152,7 +153,8 @@ where
         B::Data: Send,
         B::Error: Into<BoxError>,
     {
-        send(self.inner.clone(), request).await
+        let span = request_span(&request);
+        send(self.inner.clone(), request).instrument(span).await
     }
 }
 
@@ -175,8 +177,14 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        Box::pin(send(self.inner.clone(), request))
+        let span = request_span(&request);
+        Box::pin(send(self.inner.clone(), request).instrument(span))
     }
+}
+
+/// A `tracing` span per request.
+fn request_span<B>(request: &Request<B>) -> tracing::Span {
+    tracing::debug_span!("request", method = %request.method(), uri = %request.uri())
 }
 
 /// Why a failed request on a reused connection may not be retried, if it may not.

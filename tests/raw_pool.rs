@@ -1,0 +1,78 @@
+//! The pool on its own, for non-HTTP connections: LIFO reuse and the idle FIN watch on bare
+//! tokio streams, keyed by the user.
+
+mod support;
+
+use keepalive::client::{Checkout, Pool, PoolCloseReason, PoolConfig, Reuse};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+#[tokio::test]
+async fn reuses_last_in_first_out() {
+    let listener = TcpListener::bind((unique_loopback(), 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let _accepted = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    let pool: Pool<&'static str, TcpStream> = Pool::new(PoolConfig::new());
+    let first = TcpStream::connect(addr).await.unwrap();
+    let second = TcpStream::connect(addr).await.unwrap();
+    let (first_port, second_port) = (first.local_addr().unwrap(), second.local_addr().unwrap());
+    pool.put("db", first, Reuse::default());
+    pool.put("db", second, Reuse::default());
+    assert_eq!(pool.idle_count(&"db"), 2);
+    let Checkout::Reused(hot) = pool.checkout_or_slot(&"db").await.unwrap() else {
+        panic!("an idle connection was there");
+    };
+    assert_eq!(hot.uses(), 1);
+    let hot = hot.into_inner();
+    assert_eq!(
+        hot.local_addr().unwrap(),
+        second_port,
+        "the last returned comes first"
+    );
+    let next = pool.checkout(&"db").await.unwrap().unwrap().into_inner();
+    assert_eq!(next.local_addr().unwrap(), first_port);
+    assert!(pool.checkout(&"db").await.unwrap().is_none());
+    assert!(pool.checkout(&"other").await.unwrap().is_none());
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn peer_closing_an_idle_stream_evicts_it_with_no_close_wait() {
+    let listener = TcpListener::bind((unique_loopback(), 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let pool: Pool<u32, TcpStream> = Pool::new(PoolConfig::new());
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    let (mut server, _) = listener.accept().await.unwrap();
+    // One exchange, then the stream goes idle in the pool.
+    client.write_all(b"PING\r\n").await.unwrap();
+    let mut buf = [0u8; 6];
+    server.read_exact(&mut buf).await.unwrap();
+    server.write_all(b"PONG\r\n").await.unwrap();
+    client.read_exact(&mut buf).await.unwrap();
+    let client_addr = client.local_addr().unwrap();
+    pool.put(7, client, Reuse::default());
+    assert_eq!(pool.idle_count(&7), 1);
+
+    drop(server);
+    wait_until("evicted on the peer's FIN", SOON, || {
+        pool.idle_count(&7) == 0
+    })
+    .await;
+    assert_eq!(
+        pool.stats().snapshot().closed(PoolCloseReason::ServerFin),
+        1
+    );
+    wait_until("the client's socket left CLOSE_WAIT", SOON, || {
+        !keepalive::tcp_state::sockets()
+            .unwrap()
+            .iter()
+            .any(|s| s.local == client_addr && s.state == keepalive::tcp_state::TcpState::CloseWait)
+    })
+    .await;
+}
