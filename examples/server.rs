@@ -79,7 +79,7 @@ async fn main() -> std::io::Result<()> {
     println!("listening on {}", listener.local_addr()?);
 
     if args.plain {
-        return plain::serve(listener).await;
+        return serve_plain(listener).await;
     }
 
     let mut config = ServerConfig::new()
@@ -157,49 +157,22 @@ async fn route(req: Request<Incoming>, stats: Option<String>) -> Response<Full<B
 
 /// The same routes with plain hyper-util (auto HTTP/1 + HTTP/2, as `axum::serve` does) and
 /// its graceful shutdown: no idle timeout, no keep-alive policy.
-mod plain {
-    use super::*;
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    use hyper_util::server::conn::auto::Builder;
-    use hyper_util::server::graceful::GracefulShutdown;
-
-    pub(super) async fn serve(listener: tokio::net::TcpListener) -> std::io::Result<()> {
-        let accepted = Arc::new(AtomicU64::new(0));
-        let requests = Arc::new(AtomicU64::new(0));
-        let graceful = GracefulShutdown::new();
-        let builder = Builder::new(TokioExecutor::new());
-        let mut signal = std::pin::pin!(shutdown_signal());
-        loop {
-            let (stream, _) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(_) => {
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                        continue;
-                    }
-                },
-                () = &mut signal => break,
-            };
-            let _ = stream.set_nodelay(true);
-            accepted.fetch_add(1, Ordering::Relaxed);
-            let (accepted, requests) = (accepted.clone(), requests.clone());
-            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                requests.fetch_add(1, Ordering::Relaxed);
-                let json = format!(
-                    "{{\"accepted\":{},\"requests\":{}}}",
-                    accepted.load(Ordering::Relaxed),
-                    requests.load(Ordering::Relaxed)
-                );
-                async move { Ok::<_, Infallible>(route(req, Some(json)).await) }
-            });
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            let conn = graceful.watch(conn.into_owned());
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
-        }
-        drop(listener);
-        let _ = tokio::time::timeout(Duration::from_secs(30), graceful.shutdown()).await;
-        Ok(())
-    }
+async fn serve_plain(listener: tokio::net::TcpListener) -> std::io::Result<()> {
+    let accepted = Arc::new(AtomicU64::new(0));
+    let requests = Arc::new(AtomicU64::new(0));
+    let service_for = || {
+        accepted.fetch_add(1, Ordering::Relaxed);
+        let (accepted, requests) = (accepted.clone(), requests.clone());
+        hyper::service::service_fn(move |req: Request<Incoming>| {
+            requests.fetch_add(1, Ordering::Relaxed);
+            let json = format!(
+                "{{\"accepted\":{},\"requests\":{}}}",
+                accepted.load(Ordering::Relaxed),
+                requests.load(Ordering::Relaxed)
+            );
+            async move { Ok::<_, Infallible>(route(req, Some(json)).await) }
+        })
+    };
+    support::serve_plain(listener, service_for, shutdown_signal()).await;
+    Ok(())
 }

@@ -46,3 +46,51 @@ pub(crate) async fn shutdown_signal() {
         () = terminate => {},
     }
 }
+
+/// Serves HTTP/1 and HTTP/2 with plain hyper-util (its auto builder, as `axum::serve` does):
+/// no idle timeout, no keep-alive policy. `service_for` makes the service of each accepted
+/// connection. Stops accepting when `shutdown` completes, then waits (up to 30 s) for the
+/// connections with hyper-util's graceful shutdown.
+pub(crate) async fn serve_plain<S, B, F>(
+    listener: tokio::net::TcpListener,
+    mut service_for: F,
+    shutdown: impl std::future::Future<Output = ()>,
+) where
+    F: FnMut() -> S,
+    S: hyper::service::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<keepalive::BoxError>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<keepalive::BoxError>,
+{
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::server::graceful::GracefulShutdown;
+
+    let graceful = GracefulShutdown::new();
+    let builder = Builder::new(TokioExecutor::new());
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service_for());
+        let conn = graceful.watch(conn.into_owned());
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(Duration::from_secs(30), graceful.shutdown()).await;
+}

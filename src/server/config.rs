@@ -126,9 +126,10 @@ impl ServerConfig {
     /// `Duration::ZERO` turns the wait off (the server closes at once).
     ///
     /// Clients that wait for the server's close instead of closing (ab without `-k`) would pay
-    /// the wait on every connection, so the server learns per client address: after three
-    /// waits in a row that ended without the client's FIN it closes at once for that address,
-    /// still waiting on one close in sixteen to notice when the address closes first again.
+    /// the wait on every connection, so the server learns per client address how often it
+    /// closes first (a moving average over its recent waits): below 10 % it closes at once for
+    /// that address, still waiting on one close in sixteen to notice when the address closes
+    /// first again.
     ///
     /// Default is 1 s.
     pub fn linger(mut self, linger: Duration) -> Self {

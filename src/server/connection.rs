@@ -375,7 +375,7 @@ impl AsyncWrite for ConnIo {
         let mut scratch = [0u8; 2048];
         loop {
             if state.read_ahead.peer_closed() {
-                shared.ctx.peers.fin_in_time(shared.peer);
+                shared.ctx.peers.record(shared.peer, true);
                 return Poll::Ready(Ok(()));
             }
             let mut buf = ReadBuf::new(&mut scratch);
@@ -393,7 +393,7 @@ impl AsyncWrite for ConnIo {
                 Poll::Pending => {
                     ready!(linger.timer.as_mut().poll(cx));
                     shared.ctx.stats.linger_timeout();
-                    shared.ctx.peers.wait_timed_out(shared.peer);
+                    shared.ctx.peers.record(shared.peer, false);
                     return Poll::Ready(Ok(()));
                 }
             }

@@ -4,10 +4,15 @@
 //! client that waits for the server's close instead (ab without `-k`, some HTTP/1.0 tools)
 //! would pay the whole wait on every connection. The wait cannot be shorter than the timer's
 //! granularity (a millisecond), which is several times a loopback request. So the server
-//! learns per client address: after [`LEARN_AFTER`] waits in a row that ended without the
-//! client's FIN, it closes at once for that address, and still waits on one close in
-//! [`PROBE_EVERY`] to notice when the address starts closing first again (a FIN in time
-//! forgets the record).
+//! learns, per client address, how often that address closes first: a moving average over its
+//! recent waits (each wait moves it 1/16 of the way towards "closed first" or "did not"). While
+//! the average stays above [`SKIP_BELOW`] the server waits; below it, it closes at once and
+//! still waits on one close in [`PROBE_EVERY`], so an address that starts closing first again
+//! is noticed.
+//!
+//! A burst of slow closes from a busy client (all its connections stalled together) moves the
+//! average only a little, so a client that does close first is not mistaken for one that
+//! never does; one that never does is learned after a few dozen connections.
 //!
 //! The memory is a fixed table of atomics indexed by a hash of the address: no lock, no
 //! allocation per connection, bounded size. Addresses that share a slot (or clients of both
@@ -18,8 +23,10 @@ use std::hash::{BuildHasher, Hash};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
-/// Waits in a row that ended without the client's FIN before the server stops waiting.
-pub(crate) const LEARN_AFTER: u32 = 3;
+/// Fixed-point scale of the average (1.0 = always closes first).
+const ONE: u32 = 1 << 16;
+/// Below this share of closing first (10 %), the server stops waiting for that address.
+pub(crate) const SKIP_BELOW: u32 = ONE / 10;
 /// While it stops waiting for an address, the server still waits once in this many closes.
 pub(crate) const PROBE_EVERY: u32 = 16;
 
@@ -28,15 +35,24 @@ const SLOTS: usize = 4096;
 /// See the module docs.
 #[derive(Debug)]
 pub(crate) struct PeerMemory {
-    /// Per slot: consecutive timed-out waits (capped), as a count of closes since.
+    /// Per slot: the average in the high 17 bits' worth (`rate`), closes skipped in the low
+    /// 8 bits (`skipped`), packed as `rate << 8 | skipped`.
     slots: Box<[AtomicU32]>,
     hasher: std::hash::RandomState,
+}
+
+fn pack(rate: u32, skipped: u32) -> u32 {
+    (rate << 8) | (skipped & 0xff)
+}
+
+fn unpack(value: u32) -> (u32, u32) {
+    (value >> 8, value & 0xff)
 }
 
 impl Default for PeerMemory {
     fn default() -> Self {
         PeerMemory {
-            slots: (0..SLOTS).map(|_| AtomicU32::new(0)).collect(),
+            slots: (0..SLOTS).map(|_| AtomicU32::new(pack(ONE, 0))).collect(),
             hasher: std::hash::RandomState::new(),
         }
     }
@@ -52,35 +68,36 @@ impl PeerMemory {
 
     /// Whether to wait for this client's FIN on this close.
     pub(crate) fn should_wait(&self, peer: IpAddr) -> bool {
-        let slot = self.slot(peer);
-        let timeouts = slot.load(Relaxed);
-        if timeouts < LEARN_AFTER {
-            return true;
-        }
-        // Count the skipped closes past the learning threshold; probe once in PROBE_EVERY.
-        let seen = slot.fetch_add(1, Relaxed).saturating_add(1);
-        if seen >= LEARN_AFTER + PROBE_EVERY {
-            slot.store(LEARN_AFTER, Relaxed);
-            return true;
-        }
-        false
+        let mut wait = true;
+        let _ = self.slot(peer).fetch_update(Relaxed, Relaxed, |value| {
+            let (rate, skipped) = unpack(value);
+            if rate >= SKIP_BELOW {
+                wait = true;
+                return None;
+            }
+            if skipped + 1 >= PROBE_EVERY {
+                wait = true;
+                Some(pack(rate, 0))
+            } else {
+                wait = false;
+                Some(pack(rate, skipped + 1))
+            }
+        });
+        wait
     }
 
-    /// The client's FIN came in time: it closes first, always wait for it.
-    pub(crate) fn fin_in_time(&self, peer: IpAddr) {
-        let slot = self.slot(peer);
-        if slot.load(Relaxed) != 0 {
-            slot.store(0, Relaxed);
-        }
-    }
-
-    /// The wait ended without the client's FIN.
-    pub(crate) fn wait_timed_out(&self, peer: IpAddr) {
-        let slot = self.slot(peer);
-        let value = slot.load(Relaxed);
-        if value < LEARN_AFTER {
-            slot.store(value + 1, Relaxed);
-        }
+    /// A wait ended: the client's FIN came in time (`closed_first`) or it did not.
+    pub(crate) fn record(&self, peer: IpAddr, closed_first: bool) {
+        let _ = self.slot(peer).fetch_update(Relaxed, Relaxed, |value| {
+            let (rate, skipped) = unpack(value);
+            let target = if closed_first { ONE } else { 0 };
+            let rate = if target > rate {
+                rate + (target - rate).div_ceil(16)
+            } else {
+                rate - (rate - target).div_ceil(16)
+            };
+            Some(pack(rate, skipped))
+        });
     }
 }
 
@@ -92,24 +109,47 @@ mod tests {
     fn learns_a_client_that_waits_for_the_server_and_keeps_probing() {
         let memory = PeerMemory::default();
         let ab: IpAddr = "127.0.0.9".parse().unwrap();
-        for _ in 0..LEARN_AFTER {
-            assert!(memory.should_wait(ab));
-            memory.wait_timed_out(ab);
+        let mut waits = 0;
+        for _ in 0..1000 {
+            if memory.should_wait(ab) {
+                waits += 1;
+                memory.record(ab, false);
+            }
         }
-        let waits = (0..PROBE_EVERY * 4)
-            .filter(|_| {
-                let wait = memory.should_wait(ab);
-                if wait {
-                    memory.wait_timed_out(ab);
-                }
-                wait
-            })
-            .count();
-        assert_eq!(waits, 4, "one probe in {PROBE_EVERY}");
+        // A few dozen waits to learn, then one in PROBE_EVERY.
+        assert!(waits < 40 + 1000 / PROBE_EVERY as usize, "{waits} waits");
+        assert!(waits > 1000 / PROBE_EVERY as usize, "{waits} waits");
 
-        // The same address starts closing first: a probe's FIN forgets the record.
-        while !memory.should_wait(ab) {}
-        memory.fin_in_time(ab);
+        // The same address starts closing first: a few probes with a FIN bring the waits back.
+        let mut skipped = 0;
+        for _ in 0..1000 {
+            if memory.should_wait(ab) {
+                memory.record(ab, true);
+            } else {
+                skipped += 1;
+            }
+        }
+        assert!(
+            skipped < 100,
+            "{skipped} closes skipped after the client changed"
+        );
         assert!((0..10).all(|_| memory.should_wait(ab)));
+    }
+
+    #[test]
+    fn a_burst_of_slow_closes_does_not_stop_the_waits() {
+        let memory = PeerMemory::default();
+        let busy: IpAddr = "127.0.0.10".parse().unwrap();
+        for round in 0..50 {
+            // Eight connections stall together, then the client catches up.
+            for _ in 0..8 {
+                assert!(memory.should_wait(busy), "round {round}");
+                memory.record(busy, false);
+            }
+            for _ in 0..40 {
+                assert!(memory.should_wait(busy));
+                memory.record(busy, true);
+            }
+        }
     }
 }

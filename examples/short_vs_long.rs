@@ -1,0 +1,512 @@
+//! Short versus long connections: requests/s, latency percentiles and the TCP states each side
+//! is left with, for a new connection per request (`Connection: close`) against the crate's
+//! keep-alive pool.
+//!
+//! ```text
+//! cargo run --release --example short_vs_long                       # built-in keepalive server
+//! cargo run --release --example short_vs_long -- --server plain      # plain hyper-util server
+//! cargo run --release --example short_vs_long -- --url http://127.0.0.1:8080/ --json
+//! ```
+
+mod support;
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, ValueEnum};
+use hdrhistogram::Histogram;
+use http::header::{HeaderValue, CONNECTION};
+use http::{Request, Response, Uri};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::{Bytes, Incoming};
+use keepalive::client::{Client, ClientConfig};
+use keepalive::tcp_state::{self, Filter, StateCounts};
+use keepalive::{KeepAliveLayer, ServerConfig};
+use support::parse_duration;
+
+#[derive(Parser, Debug)]
+#[command(about = "short (a connection per request) versus long (keep-alive) connections")]
+struct Args {
+    /// Target URL (any HTTP/1.x server). Without it a built-in server runs on 127.0.0.1:0.
+    #[arg(long)]
+    url: Option<Uri>,
+    /// The built-in server: the crate's serve and layer, or plain hyper-util.
+    #[arg(long, value_enum, default_value_t = ServerKind::Keepalive)]
+    server: ServerKind,
+    /// Which modes to run: short, long, or both (short then long).
+    #[arg(long, value_enum, default_value_t = Mode::Both)]
+    mode: Mode,
+    /// Requests per mode (the run stops at this or at --duration, whichever comes first).
+    #[arg(long, default_value_t = 10_000)]
+    requests: u64,
+    /// Longest run per mode.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    /// Think time between a worker's requests.
+    #[arg(long, default_value = "0ms", value_parser = parse_duration)]
+    interval: Duration,
+    /// One JSON object per mode per line on stdout (the header goes to stderr).
+    #[arg(long)]
+    json: bool,
+    /// Write the latency distributions of the modes side by side as an SVG.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ServerKind {
+    Keepalive,
+    Plain,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    Short,
+    Long,
+    Both,
+}
+
+/// What one mode measured.
+struct ModeResult {
+    mode: &'static str,
+    requests: u64,
+    errors: u64,
+    elapsed: Duration,
+    latency: Histogram<u64>,
+    connections_opened: u64,
+    server: StateDelta,
+    client: StateDelta,
+}
+
+#[derive(Default, Clone, Copy)]
+struct StateDelta {
+    time_wait: usize,
+    close_wait: usize,
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse();
+    let (target, server_name) = match &args.url {
+        Some(url) => (url.clone(), "external"),
+        None => {
+            let addr = start_builtin_server(args.server)?;
+            let name = match args.server {
+                ServerKind::Keepalive => "keepalive",
+                ServerKind::Plain => "plain",
+            };
+            (format!("http://{addr}/").parse()?, name)
+        }
+    };
+    let header = kernel_header(&target, server_name, &args);
+    if args.json {
+        eprint!("{header}");
+    } else {
+        print!("{header}");
+    }
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let modes: &[&'static str] = match args.mode {
+        Mode::Short => &["short"],
+        Mode::Long => &["long"],
+        Mode::Both => &["short", "long"],
+    };
+    let mut results = Vec::new();
+    for &mode in modes {
+        let result = runtime.block_on(run_mode(mode, &target, &args))?;
+        if args.json {
+            println!("{}", json_line(&result, server_name));
+        }
+        results.push(result);
+    }
+    if !args.json {
+        print!("{}", table(&results));
+    }
+    if let Some(path) = &args.plot {
+        std::fs::write(path, svg_plot(&results))?;
+        if !args.json {
+            println!("latency plot written to {}", path.display());
+        }
+    }
+    Ok(())
+}
+
+/// Starts the built-in server on its own runtime thread (one worker), on 127.0.0.1:0.
+fn start_builtin_server(kind: ServerKind) -> std::io::Result<SocketAddr> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+    let addr = listener.local_addr()?;
+    std::thread::spawn(move || {
+        runtime.block_on(async move {
+            match kind {
+                ServerKind::Keepalive => {
+                    let service = tower::ServiceBuilder::new()
+                        .layer(KeepAliveLayer::new())
+                        .service_fn(hello);
+                    let _ = keepalive::serve(listener, service)
+                        .config(ServerConfig::new())
+                        .await;
+                }
+                ServerKind::Plain => {
+                    support::serve_plain(
+                        listener,
+                        || hyper::service::service_fn(hello),
+                        std::future::pending(),
+                    )
+                    .await;
+                }
+            }
+        });
+    });
+    Ok(addr)
+}
+
+async fn hello(_req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    Ok(Response::new(Full::new(Bytes::from_static(
+        b"hello, world!",
+    ))))
+}
+
+/// The server's end (local port = the server's) and the clients' ends (remote port = the
+/// server's) of connections to the target, as the kernel sees them.
+fn kernel_sides(target: &Uri) -> Option<(StateCounts, StateCounts)> {
+    let port = target.port_u16().unwrap_or(80);
+    let server = tcp_state::count(Filter::new().local_port(port)).ok()?;
+    let client = tcp_state::count(Filter::new().remote_port(port)).ok()?;
+    Some((server, client))
+}
+
+async fn run_mode(mode: &'static str, target: &Uri, args: &Args) -> std::io::Result<ModeResult> {
+    let short = mode == "short";
+    let before = kernel_sides(target);
+    let client = Client::new(
+        ClientConfig::new()
+            .max_idle_per_host(args.concurrency.max(1) * 2)
+            .idle_timeout(Duration::from_secs(50)),
+    );
+    let issued = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let deadline = started + args.duration;
+    let progress = tokio::spawn(show_progress(mode, done.clone(), args.requests, started));
+    let mut workers = Vec::new();
+    for _ in 0..args.concurrency.max(1) {
+        let (client, target, issued, done) =
+            (client.clone(), target.clone(), issued.clone(), done.clone());
+        let (limit, interval) = (args.requests, args.interval);
+        workers.push(tokio::spawn(async move {
+            let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
+                .expect("valid histogram bounds");
+            let mut errors = 0u64;
+            let mut first = true;
+            while issued.fetch_add(1, Ordering::Relaxed) < limit && Instant::now() < deadline {
+                if !first && !interval.is_zero() {
+                    tokio::time::sleep(interval).await;
+                }
+                first = false;
+                let mut request = Request::get(target.clone())
+                    .body(Empty::<Bytes>::new())
+                    .expect("valid request");
+                if short {
+                    request
+                        .headers_mut()
+                        .insert(CONNECTION, HeaderValue::from_static("close"));
+                }
+                let sent = Instant::now();
+                let outcome = match client.request(request).await {
+                    Ok(response) => response.into_body().collect().await.is_ok(),
+                    Err(_) => false,
+                };
+                if outcome {
+                    let micros = sent.elapsed().as_micros().max(1) as u64;
+                    let _ = latency.record(micros.min(60_000_000));
+                } else {
+                    errors += 1;
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            (latency, errors)
+        }));
+    }
+    let mut latency =
+        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds");
+    let mut errors = 0;
+    for worker in workers {
+        let (histogram, worker_errors) = worker.await.expect("worker panicked");
+        latency.add(histogram).expect("same bounds");
+        errors += worker_errors;
+    }
+    let elapsed = started.elapsed();
+    progress.abort();
+    let connections_opened = client.stats().snapshot().opened;
+    // Close the pool (the client's FIN first), then let the kernel settle.
+    drop(client);
+    let settle = Instant::now();
+    let after = loop {
+        let after = kernel_sides(target);
+        let settled = after.as_ref().is_none_or(|(_, client)| {
+            client.established() <= before.as_ref().map_or(0, |b| b.1.established())
+        });
+        if settled || settle.elapsed() > Duration::from_secs(1) {
+            break after;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let delta = |b: Option<&StateCounts>, a: Option<&StateCounts>| match (b, a) {
+        (Some(b), Some(a)) => StateDelta {
+            time_wait: a.time_wait().saturating_sub(b.time_wait()),
+            close_wait: a.close_wait(),
+        },
+        _ => StateDelta::default(),
+    };
+    Ok(ModeResult {
+        mode,
+        requests: latency.len() + errors,
+        errors,
+        elapsed,
+        latency,
+        connections_opened,
+        server: delta(before.as_ref().map(|b| &b.0), after.as_ref().map(|a| &a.0)),
+        client: delta(before.as_ref().map(|b| &b.1), after.as_ref().map(|a| &a.1)),
+    })
+}
+
+/// A progress line on stderr once a run has lasted 2 s.
+async fn show_progress(mode: &'static str, done: Arc<AtomicU64>, total: u64, started: Instant) {
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:30}] {pos}/{len} requests ({per_sec})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_message(mode);
+    let _finish = scopeguard(bar.clone());
+    loop {
+        bar.set_position(done.load(Ordering::Relaxed));
+        let _ = started;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Clears the progress line when the task is aborted.
+fn scopeguard(bar: indicatif::ProgressBar) -> impl Drop {
+    struct Clear(indicatif::ProgressBar);
+    impl Drop for Clear {
+        fn drop(&mut self) {
+            self.0.finish_and_clear();
+        }
+    }
+    Clear(bar)
+}
+
+fn read_sysctl(name: &str) -> String {
+    std::fs::read_to_string(format!("/proc/sys/{}", name.replace('.', "/")))
+        .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "n/a".into())
+}
+
+/// The kernel settings that decide these figures, each with what it means here.
+fn kernel_header(target: &Uri, server: &str, args: &Args) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "short vs long against {target} (server: {server}), concurrency {}, up to {} requests or {:?} per mode, think time {:?}",
+        args.concurrency, args.requests, args.duration, args.interval
+    );
+    let settings = [
+        ("net.ipv4.tcp_fin_timeout", "seconds an orphaned socket may stay in FIN_WAIT2 (TIME_WAIT itself is fixed at 60 s on Linux)"),
+        ("net.ipv4.tcp_tw_reuse", "0 off, 1 on, 2 loopback only: new outgoing connections may reuse TIME_WAIT ports, so long loopback runs undercount TIME_WAIT"),
+        ("net.ipv4.ip_local_port_range", "ephemeral ports: a short connection holds one for 60 s in TIME_WAIT on the side that closed first"),
+        ("net.ipv4.tcp_keepalive_time", "kernel default idle time before keepalive probes (the crate sets its own per socket)"),
+        ("net.ipv4.tcp_keepalive_intvl", "kernel default seconds between keepalive probes"),
+        ("net.ipv4.tcp_keepalive_probes", "kernel default unanswered probes before a connection is dropped"),
+        ("net.core.somaxconn", "cap on the accept backlog: short connections need a deep one"),
+    ];
+    for (name, meaning) in settings {
+        let _ = writeln!(out, "  {name} = {}: {meaning}", read_sysctl(name));
+    }
+    let _ = writeln!(
+        out,
+        "  net.ipv4.tcp_tw_recycle: removed in Linux 4.12 (it broke clients behind NAT); old advice to turn it on no longer applies"
+    );
+    out
+}
+
+fn rps(result: &ModeResult) -> f64 {
+    let secs = result.elapsed.as_secs_f64();
+    if secs > 0.0 {
+        (result.requests - result.errors) as f64 / secs
+    } else {
+        0.0
+    }
+}
+
+fn table(results: &[ModeResult]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\n{:<6} {:>9} {:>6} {:>10} {:>9} {:>9} {:>9} {:>7} {:>8} {:>8} {:>8} {:>8}",
+        "mode",
+        "requests",
+        "errors",
+        "req/s",
+        "p50",
+        "p99",
+        "p99.9",
+        "conns",
+        "TW srv",
+        "TW cli",
+        "CW srv",
+        "CW cli"
+    );
+    for r in results {
+        let us = |q: f64| format!("{}us", r.latency.value_at_quantile(q));
+        let _ = writeln!(
+            out,
+            "{:<6} {:>9} {:>6} {:>10.0} {:>9} {:>9} {:>9} {:>7} {:>8} {:>8} {:>8} {:>8}",
+            r.mode,
+            r.requests,
+            r.errors,
+            rps(r),
+            us(0.5),
+            us(0.99),
+            us(0.999),
+            r.connections_opened,
+            r.server.time_wait,
+            r.client.time_wait,
+            r.server.close_wait,
+            r.client.close_wait
+        );
+    }
+    if let [short, long] = results {
+        if rps(short) > 0.0 {
+            let _ = writeln!(out, "long/short: {:.1}x requests/s", rps(long) / rps(short));
+        }
+    }
+    let _ = writeln!(
+        out,
+        "TW/CW = TIME_WAIT/CLOSE_WAIT sockets per side after the run (server side: local port = the server's)"
+    );
+    out
+}
+
+fn json_line(r: &ModeResult, server: &str) -> String {
+    serde_json::json!({
+        "mode": r.mode,
+        "server": server,
+        "requests": r.requests,
+        "errors": r.errors,
+        "rps": (rps(r) * 10.0).round() / 10.0,
+        "p50_us": r.latency.value_at_quantile(0.5),
+        "p99_us": r.latency.value_at_quantile(0.99),
+        "p999_us": r.latency.value_at_quantile(0.999),
+        "connections_opened": r.connections_opened,
+        "time_wait_server": r.server.time_wait,
+        "time_wait_client": r.client.time_wait,
+        "close_wait": r.server.close_wait + r.client.close_wait,
+        "close_wait_server": r.server.close_wait,
+        "close_wait_client": r.client.close_wait,
+        "elapsed_s": r.elapsed.as_secs_f64(),
+    })
+    .to_string()
+}
+
+/// The latency distributions (percentile against latency, log scale) of the modes side by
+/// side, as a small hand-written SVG.
+fn svg_plot(results: &[ModeResult]) -> String {
+    const W: f64 = 720.0;
+    const H: f64 = 400.0;
+    const PAD: f64 = 60.0;
+    let max_us = results
+        .iter()
+        .map(|r| r.latency.max())
+        .max()
+        .unwrap_or(1)
+        .max(10) as f64;
+    let min_us = results
+        .iter()
+        .map(|r| r.latency.min().max(1))
+        .min()
+        .unwrap_or(1) as f64;
+    let (lo, hi) = (
+        min_us.log10().floor(),
+        max_us.log10().ceil().max(min_us.log10().floor() + 1.0),
+    );
+    let x = |us: f64| PAD + (us.max(1.0).log10() - lo) / (hi - lo) * (W - 2.0 * PAD);
+    let y = |q: f64| H - PAD - q * (H - 2.0 * PAD);
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"{}\" y=\"20\" text-anchor=\"middle\">latency distribution (cumulative), short vs long</text>\n",
+        W / 2.0
+    );
+    let _ = writeln!(
+        svg,
+        "<line x1=\"{PAD}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/><line x1=\"{PAD}\" y1=\"{PAD}\" x2=\"{PAD}\" y2=\"{}\" stroke=\"black\"/>",
+        H - PAD,
+        W - PAD,
+        H - PAD,
+        H - PAD
+    );
+    let mut decade = lo;
+    while decade <= hi {
+        let us = 10f64.powf(decade);
+        let label = if us >= 1000.0 {
+            format!("{} ms", us / 1000.0)
+        } else {
+            format!("{us} us")
+        };
+        let _ = writeln!(
+            svg,
+            "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{label}</text>",
+            x(us),
+            H - PAD + 18.0
+        );
+        decade += 1.0;
+    }
+    for q in [0.0, 0.5, 0.9, 0.99, 1.0] {
+        let _ = writeln!(
+            svg,
+            "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}%</text>",
+            PAD - 6.0,
+            y(q) + 4.0,
+            q * 100.0
+        );
+    }
+    for (i, r) in results.iter().enumerate() {
+        let color = ["#d62728", "#1f77b4"][i % 2];
+        let mut points = String::new();
+        for step in 0..=200 {
+            let q = f64::from(step) / 200.0;
+            let us = r.latency.value_at_quantile(q.min(0.9999)) as f64;
+            let _ = write!(points, "{:.1},{:.1} ", x(us), y(q));
+        }
+        let _ = writeln!(
+            svg,
+            "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{points}\"/>\n\
+             <text x=\"{}\" y=\"{}\" fill=\"{color}\">{} (p50 {} us, {:.0} req/s)</text>",
+            PAD + 10.0,
+            PAD + 16.0 * (i as f64 + 1.0),
+            r.mode,
+            r.latency.value_at_quantile(0.5),
+            rps(r)
+        );
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
