@@ -59,8 +59,15 @@ impl fmt::Display for Error {
                 "request failed on a reused connection before any response; not retried: {why}"
             )?,
         }
-        if let Some(source) = &self.source {
+        // The whole chain: hyper-util's connect error, say, hides its cause (a timeout, a
+        // refusal) one level down.
+        let mut next = self
+            .source
+            .as_deref()
+            .map(|s| s as &(dyn std::error::Error + 'static));
+        while let Some(source) = next {
             write!(f, ": {source}")?;
+            next = source.source();
         }
         Ok(())
     }

@@ -322,10 +322,22 @@ where
     /// Takes the most recently returned live connection for `key`, or a [`Slot`] to open a new
     /// one, waiting in order when [`PoolConfig::max_per_key`] is reached.
     pub async fn checkout_or_slot(&self, key: &K) -> Result<Checkout<T>, WaitTimeout> {
+        self.checkout_inner(key, true).await
+    }
+
+    /// A [`Slot`] to open a new connection for `key`, never an idle one (a retry after a
+    /// reused connection failed must not land on another that may be as stale). Waits like
+    /// [`checkout_or_slot`](Self::checkout_or_slot) at the per-key limit, where a connection
+    /// coming back may be handed over instead.
+    pub async fn new_slot(&self, key: &K) -> Result<Checkout<T>, WaitTimeout> {
+        self.checkout_inner(key, false).await
+    }
+
+    async fn checkout_inner(&self, key: &K, reuse_idle: bool) -> Result<Checkout<T>, WaitTimeout> {
         let waiter = {
             let mut hosts = lock(&self.shared.hosts);
             let host = hosts.entry(key.clone()).or_default();
-            while let Some(entry) = host.idle.pop() {
+            while let Some(entry) = host.idle.pop().filter(|_| reuse_idle) {
                 entry.watcher.abort();
                 let taken = lock(&entry.slot).take();
                 if let Some((io, meta)) = taken {

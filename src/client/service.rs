@@ -257,7 +257,6 @@ where
         (Some(RequestBody::Streaming { body }), None)
     };
 
-    let mut extensions = Some(parts.extensions);
     for attempt in 0..2 {
         let body = match (first_body.take(), &replay) {
             (Some(body), _) => body,
@@ -271,39 +270,39 @@ where
         *request.uri_mut() = parts.uri.clone();
         *request.version_mut() = parts.version;
         *request.headers_mut() = parts.headers.clone();
-        if let Some(ext) = extensions.take() {
-            *request.extensions_mut() = ext;
-        }
+        *request.extensions_mut() = parts.extensions.clone();
 
-        let (io, history, reused) = match inner
-            .pool
-            .checkout_or_slot(&key)
-            .await
-            .map_err(|e| Error::new(ErrorKind::PoolTimeout, e))?
-        {
-            Checkout::Reused(pooled) => {
-                let (io, history) = pooled.into_parts();
-                (io, history, true)
-            }
-            Checkout::Open(slot) => {
-                let mut connector = inner.connector.clone();
-                let connected = async {
-                    poll_fn(|cx| connector.poll_ready(cx)).await?;
-                    connector.call(uri.clone()).await
-                }
-                .await;
-                match connected {
-                    Ok(io) => {
-                        inner.stats.opened();
-                        (io, slot.into_history(), false)
-                    }
-                    Err(error) => {
-                        inner.pool.discard(&key, PoolCloseReason::Error);
-                        return Err(Error::new(ErrorKind::Connect, error));
-                    }
-                }
-            }
+        // A retry goes to a new connection: others pooled may be as stale as the first.
+        let checkout = if attempt == 0 {
+            inner.pool.checkout_or_slot(&key).await
+        } else {
+            inner.pool.new_slot(&key).await
         };
+        let (io, history, reused) =
+            match checkout.map_err(|e| Error::new(ErrorKind::PoolTimeout, e))? {
+                Checkout::Reused(pooled) => {
+                    let (io, history) = pooled.into_parts();
+                    (io, history, true)
+                }
+                Checkout::Open(slot) => {
+                    let mut connector = inner.connector.clone();
+                    let connected = async {
+                        poll_fn(|cx| connector.poll_ready(cx)).await?;
+                        connector.call(uri.clone()).await
+                    }
+                    .await;
+                    match connected {
+                        Ok(io) => {
+                            inner.stats.opened();
+                            (io, slot.into_history(), false)
+                        }
+                        Err(error) => {
+                            inner.pool.discard(&key, PoolCloseReason::Error);
+                            return Err(Error::new(ErrorKind::Connect, error));
+                        }
+                    }
+                }
+            };
         inner.stats.request(reused);
         match send_on(&inner, key.clone(), io, history, request, asked_close).await {
             Ok(response) => return Ok(response),
