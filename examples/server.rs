@@ -101,11 +101,10 @@ async fn main() -> std::io::Result<()> {
     let stats_slot: Arc<std::sync::OnceLock<ServerStats>> = Arc::default();
     let slot = stats_slot.clone();
     let app = tower::service_fn(move |req: Request<Incoming>| {
-        let slot = slot.clone();
-        async move {
-            let stats = slot.get().map(|s| s.snapshot().to_json());
-            Ok::<_, Infallible>(route(req, stats).await)
-        }
+        let stats = (req.uri().path() == "/stats")
+            .then(|| slot.get().map(|s| s.snapshot().to_json()))
+            .flatten();
+        async move { Ok::<_, Infallible>(route(req, stats).await) }
     });
     let server = keepalive::serve(listener, app)
         .config(config)
@@ -165,12 +164,14 @@ async fn serve_plain(listener: tokio::net::TcpListener) -> std::io::Result<()> {
         let (accepted, requests) = (accepted.clone(), requests.clone());
         hyper::service::service_fn(move |req: Request<Incoming>| {
             requests.fetch_add(1, Ordering::Relaxed);
-            let json = format!(
-                "{{\"accepted\":{},\"requests\":{}}}",
-                accepted.load(Ordering::Relaxed),
-                requests.load(Ordering::Relaxed)
-            );
-            async move { Ok::<_, Infallible>(route(req, Some(json)).await) }
+            let json = (req.uri().path() == "/stats").then(|| {
+                format!(
+                    "{{\"accepted\":{},\"requests\":{}}}",
+                    accepted.load(Ordering::Relaxed),
+                    requests.load(Ordering::Relaxed)
+                )
+            });
+            async move { Ok::<_, Infallible>(route(req, json).await) }
         })
     };
     support::serve_plain(listener, service_for, shutdown_signal()).await;

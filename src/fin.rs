@@ -65,6 +65,31 @@ pub async fn idle_event(stream: &TcpStream) -> IdleEvent {
     poll_fn(|cx| poll_idle_event(stream, cx)).await
 }
 
+/// One read from a shared `&TcpStream`, as tokio's own `TcpStream::poll_read` does it: a read
+/// that returns less than asked for has drained the socket, so the readiness is cleared then
+/// and the next read waits for the next event instead of costing a system call that would
+/// only say "would block". (`try_io` clears readiness when its closure reports `WouldBlock`;
+/// the bytes read are kept aside and returned.)
+fn read_clearing(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    use std::io::Read as _;
+    let mut got = 0;
+    let result = stream.try_io(tokio::io::Interest::READABLE, || {
+        let n = (&*socket2::SockRef::from(stream)).read(buf)?;
+        got = n;
+        if n > 0 && n < buf.len() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(n)
+    });
+    match result {
+        Err(error) if error.kind() == io::ErrorKind::WouldBlock && got > 0 => Ok(got),
+        other => other,
+    }
+}
+
+/// The most one [`ReadAhead::poll_read`] reads straight from the socket per call.
+const DIRECT_READ: usize = 4 * 1024;
+
 /// How much one [`ReadAhead::poll_fill`] reads per system call.
 const FILL_CHUNK: usize = 4 * 1024;
 
@@ -182,7 +207,11 @@ impl ReadAhead {
         }
         loop {
             ready!(stream.poll_read_ready(cx))?;
-            match stream.try_read(dst.initialize_unfilled()) {
+            // Safe code must initialise what it reads into; zeroing a reader's whole buffer
+            // (hyper's may be hundreds of KiB) on every read costs more than the read, so
+            // read at most DIRECT_READ at a time.
+            let len = dst.remaining().min(DIRECT_READ);
+            match read_clearing(stream, dst.initialize_unfilled_to(len)) {
                 Ok(n) => {
                     if n == 0 {
                         self.eof = true;

@@ -94,11 +94,13 @@ pub(crate) async fn serve_connection<S, B>(
         let _ = ctx.config.socket.apply(&stream);
         let shared = Arc::new(Shared::new(stream, peer.ip(), ctx.clone()));
         ctx.stats.connection_opened();
-        let reason = drive(&shared, service, &ctx, stage).await;
+        let reason = drive(&shared, service, &ctx, stage.clone()).await;
         shared.finish();
         let client_first = shared.peer_closed();
         tracing::debug!(reason = %reason, client_first, "connection closed");
         ctx.stats.connection_closed(reason, client_first);
+        // A graceful shutdown waits for every receiver: only now is this connection done.
+        drop(stage);
     }
     .instrument(span)
     .await
@@ -123,6 +125,11 @@ where
     let io = TokioIo::new(ConnIo::new(shared.clone()));
     let service = ConnService::new(service, shared.clone(), ctx.policy);
     let mut conn = pin!(ctx.http1.serve_connection(io, service).with_upgrades());
+    // One timer per connection, re-armed lazily: only when a deadline comes *earlier* than the
+    // one it is set for. A later deadline (the idle deadline moving on after each request)
+    // leaves it alone; when it fires early the real deadline is checked and it is set again.
+    // So a busy keep-alive connection touches the timer about once per idle timeout, not
+    // once per request.
     let mut timer = pin!(tokio::time::sleep_until(Instant::now()));
     let mut armed: Option<Instant> = None;
     let mut current_stage = *stage.borrow_and_update();
@@ -135,10 +142,9 @@ where
                 if let Poll::Ready(result) = conn.as_mut().poll(cx) {
                     return Poll::Ready(Event::Finished(result));
                 }
-                let deadline = shared.deadline();
-                if deadline != armed {
-                    armed = deadline;
-                    if let Some(deadline) = deadline {
+                if let Some(deadline) = shared.deadline() {
+                    if armed.is_none_or(|at| deadline < at) {
+                        armed = Some(deadline);
                         timer.as_mut().reset(deadline);
                     }
                 }
