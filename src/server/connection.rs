@@ -215,24 +215,24 @@ impl Shared {
         }
     }
 
-    /// The deadline the driver must wake up for, if any.
-    pub(crate) fn deadline(&self) -> Option<Instant> {
-        match self.lock().phase {
-            Phase::Idle { deadline, .. } | Phase::ReadingHead { deadline } => Some(deadline),
-            _ => None,
-        }
-    }
-
-    /// Whether the driver must watch for the client's FIN (hyper stops reading while busy).
-    pub(crate) fn poll_busy_fin(&self, cx: &mut Context<'_>) -> Poll<Fill> {
+    /// One look at the connection for its driver, under one lock: the deadline it must wake
+    /// up for, if any, and, while a handler runs, the watch for the client's FIN (hyper stops
+    /// reading then): `Ready` when the FIN (or an error) is queued.
+    pub(crate) fn poll_watch(&self, cx: &mut Context<'_>) -> (Option<Instant>, Poll<Fill>) {
         let mut state = self.lock();
-        if state.phase != Phase::Busy {
-            return Poll::Pending;
-        }
-        match state.read_ahead.poll_fill(&self.stream, cx) {
-            // A full buffer: stop watching until hyper drains it (no spinning).
-            Poll::Ready(Fill::Full) => Poll::Pending,
-            other => other,
+        match state.phase {
+            Phase::Idle { deadline, .. } | Phase::ReadingHead { deadline } => {
+                (Some(deadline), Poll::Pending)
+            }
+            Phase::Busy => {
+                let fill = match state.read_ahead.poll_fill(&self.stream, cx) {
+                    // A full buffer: stop watching until hyper drains it (no spinning).
+                    Poll::Ready(Fill::Full) => Poll::Pending,
+                    other => other,
+                };
+                (None, fill)
+            }
+            _ => (None, Poll::Pending),
         }
     }
 

@@ -142,7 +142,11 @@ where
                 if let Poll::Ready(result) = conn.as_mut().poll(cx) {
                     return Poll::Ready(Event::Finished(result));
                 }
-                if let Some(deadline) = shared.deadline() {
+                let (deadline, fin) = shared.poll_watch(cx);
+                if let Poll::Ready(Fill::PeerClosed | Fill::Error) = fin {
+                    return Poll::Ready(Event::PeerGone);
+                }
+                if let Some(deadline) = deadline {
                     if armed.is_none_or(|at| deadline < at) {
                         armed = Some(deadline);
                         timer.as_mut().reset(deadline);
@@ -151,10 +155,7 @@ where
                 if armed.is_some() && timer.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Event::Timer);
                 }
-                match shared.poll_busy_fin(cx) {
-                    Poll::Ready(Fill::PeerClosed | Fill::Error) => Poll::Ready(Event::PeerGone),
-                    _ => Poll::Pending,
-                }
+                Poll::Pending
             });
             tokio::select! {
                 event = watch_hyper => event,
