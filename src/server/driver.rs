@@ -8,9 +8,6 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::task::Poll;
 
-use http::{Request, Response};
-use http_body::Body;
-use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -21,9 +18,9 @@ use super::connection::{ConnIo, Phase, Shared};
 use super::peer_memory::PeerMemory;
 use super::policy::Policy;
 use super::service::ConnService;
+use super::HttpService;
 use super::{CloseReason, ServerConfig, ServerStats};
 use crate::fin::Fill;
-use crate::BoxError;
 
 /// Where a graceful shutdown is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -74,19 +71,14 @@ enum Event {
 }
 
 /// Serves one accepted connection to its end.
-pub(crate) async fn serve_connection<S, B>(
+pub(crate) async fn serve_connection<S>(
     stream: TcpStream,
     peer: SocketAddr,
     service: S,
     ctx: Arc<ConnContext>,
     stage: watch::Receiver<Stage>,
 ) where
-    S: tower_service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
+    S: HttpService,
 {
     let local_port = stream.local_addr().map(|a| a.port()).unwrap_or(0);
     let span = tracing::debug_span!("connection", %peer, local_port);
@@ -108,19 +100,14 @@ pub(crate) async fn serve_connection<S, B>(
 
 /// Runs hyper and the timers; returns why the connection ended. hyper's connection (and with
 /// it the socket, once the last handle is gone) is dropped on return.
-async fn drive<S, B>(
+async fn drive<S>(
     shared: &Arc<Shared>,
     service: S,
     ctx: &ConnContext,
     mut stage: watch::Receiver<Stage>,
 ) -> CloseReason
 where
-    S: tower_service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
+    S: HttpService,
 {
     let io = TokioIo::new(ConnIo::new(shared.clone()));
     let service = ConnService::new(service, shared.clone(), ctx.policy);

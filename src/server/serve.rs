@@ -5,15 +5,12 @@ use std::pin::{pin, Pin};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Request, Response};
-use http_body::Body;
-use hyper::body::Incoming;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
 use super::driver::{serve_connection, ConnContext, Stage};
+use super::HttpService;
 use super::{ServerConfig, ServerStats};
-use crate::BoxError;
 
 /// Serves `service` on `listener` with the keep-alive policy of [`ServerConfig`]: the drop-in
 /// replacement for `axum::serve(listener, app)`.
@@ -110,14 +107,9 @@ impl<S, F> WithGracefulShutdown<S, F> {
     }
 }
 
-impl<S, B> IntoFuture for Serve<S>
+impl<S> IntoFuture for Serve<S>
 where
-    S: tower_service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
+    S: HttpService,
 {
     type Output = io::Result<()>;
     type IntoFuture = Pin<Box<dyn Future<Output = io::Result<()>> + Send>>;
@@ -127,14 +119,9 @@ where
     }
 }
 
-impl<S, B, F> IntoFuture for WithGracefulShutdown<S, F>
+impl<S, F> IntoFuture for WithGracefulShutdown<S, F>
 where
-    S: tower_service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
+    S: HttpService,
     F: Future<Output = ()> + Send + 'static,
 {
     type Output = io::Result<()>;
@@ -145,14 +132,9 @@ where
     }
 }
 
-async fn run<S, B, F>(serve: Serve<S>, signal: F) -> io::Result<()>
+async fn run<S, F>(serve: Serve<S>, signal: F) -> io::Result<()>
 where
-    S: tower_service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
+    S: HttpService,
     F: Future<Output = ()> + Send + 'static,
 {
     let Serve {

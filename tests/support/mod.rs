@@ -112,15 +112,10 @@ impl TestServer {
     }
 
     /// Serves `service` with `config` on a fresh loopback address.
-    pub async fn start_with<S, B>(config: ServerConfig, service: S) -> TestServer
-    where
-        S: tower::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
-        S::Future: Send + 'static,
-        S::Error: Into<keepalive::BoxError>,
-        B: http_body::Body + Send + 'static,
-        B::Data: Send,
-        B::Error: Into<keepalive::BoxError>,
-    {
+    pub async fn start_with<S: keepalive::server::HttpService>(
+        config: ServerConfig,
+        service: S,
+    ) -> TestServer {
         let listener = TcpListener::bind((unique_loopback(), 0)).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
