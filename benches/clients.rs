@@ -1,0 +1,498 @@
+//! End-to-end client throughput on loopback: the crate's `Client`, hyper-util's legacy
+//! `Client`, reqwest and "dedicated" (one task per `hyper::client::conn::http1` connection,
+//! no pool: the limit), all against one plain hyper-util HTTP/1 server answering
+//! `hello, world!` (13 bytes).
+//!
+//! The server runs in this process on its own tokio runtime (1 worker thread), the clients on
+//! another (1 worker thread). Each configuration (client x concurrency) runs `rounds` times,
+//! interleaved, and the median is reported, with the connections the server accepted.
+//!
+//! ```text
+//! cargo bench --bench clients                       # 3 s per run, 3 rounds
+//! cargo bench --bench clients -- --quick            # 0.3 s per run, 1 round (CI smoke)
+//! cargo bench --bench clients -- --duration 5s --rounds 5
+//! ```
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{Request, Response};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use keepalive::client::{Client, ClientConfig};
+use tokio::net::{TcpListener, TcpStream};
+
+const BODY: &str = "hello, world!";
+const CONCURRENCIES: [usize; 2] = [1, 32];
+/// Hard cap on the requests of one task in one run (the time bound comes first in practice).
+const MAX_REQUESTS_PER_TASK: u64 = 50_000_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Keepalive,
+    HyperUtil,
+    Reqwest,
+    Dedicated,
+}
+
+impl Kind {
+    const ALL: [Kind; 4] = [
+        Kind::Keepalive,
+        Kind::HyperUtil,
+        Kind::Reqwest,
+        Kind::Dedicated,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Keepalive => "keepalive",
+            Kind::HyperUtil => "hyper-util",
+            Kind::Reqwest => "reqwest",
+            Kind::Dedicated => "dedicated",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct RunResult {
+    requests: u64,
+    errors: u64,
+    elapsed: Duration,
+    connections: u64,
+}
+
+impl RunResult {
+    fn rate(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+struct Args {
+    duration: Duration,
+    rounds: usize,
+}
+
+fn parse_args() -> Args {
+    let mut args = Args {
+        duration: Duration::from_secs(3),
+        rounds: 3,
+    };
+    let mut quick = false;
+    let mut duration = None;
+    let mut rounds = None;
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--quick" => quick = true,
+            "--duration" => {
+                let value = it.next().expect("--duration needs a value (e.g. 3s)");
+                duration = Some(parse_duration(&value).unwrap_or_else(|e| panic!("{e}")));
+            }
+            "--rounds" => {
+                let value = it.next().expect("--rounds needs a value");
+                rounds = Some(value.parse().expect("--rounds: a number"));
+            }
+            // cargo bench passes `--bench`; anything else (filters) is ignored.
+            _ => {}
+        }
+    }
+    if quick {
+        args.duration = Duration::from_millis(300);
+        args.rounds = 1;
+    }
+    if let Some(d) = duration {
+        args.duration = d;
+    }
+    if let Some(r) = rounds {
+        args.rounds = r;
+    }
+    args.rounds = args.rounds.max(1);
+    args
+}
+
+/// `250ms`, `3s`, `1.5s` or a bare number of seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, scale) = if let Some(n) = text.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = text.strip_suffix('s') {
+        (n, 1.0)
+    } else {
+        (text, 1.0)
+    };
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("not a duration: {text:?}"))?;
+    if !value.is_finite() || value <= 0.0 || value > 600.0 {
+        return Err(format!("duration out of range: {text:?}"));
+    }
+    Ok(Duration::from_secs_f64(value * scale))
+}
+
+/// The server: plain hyper HTTP/1 (hyper-util's `TokioIo`), counting accepted connections.
+async fn run_server(listener: TcpListener, accepted: Arc<AtomicU64>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            continue;
+        };
+        accepted.fetch_add(1, Ordering::Relaxed);
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(|_req: Request<Incoming>| async {
+                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(
+                    BODY.as_bytes(),
+                ))))
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+/// Runs `concurrency` tasks, each looping `one` until `deadline`; returns (ok, errors).
+async fn drive<F, Fut>(concurrency: usize, duration: Duration, one: F) -> (u64, u64)
+where
+    F: Fn() -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<(), String>> + Send,
+{
+    let deadline = tokio::time::Instant::now() + duration;
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let one = one.clone();
+        tasks.push(tokio::spawn(async move {
+            let (mut ok, mut errors) = (0u64, 0u64);
+            let work = async {
+                for _ in 0..MAX_REQUESTS_PER_TASK {
+                    if tokio::time::Instant::now() >= deadline {
+                        break;
+                    }
+                    match one().await {
+                        Ok(()) => ok += 1,
+                        Err(error) => {
+                            errors += 1;
+                            if errors <= 3 {
+                                eprintln!("request failed: {error}");
+                            }
+                        }
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(duration + Duration::from_secs(10), work).await;
+            (ok, errors)
+        }));
+    }
+    let (mut ok, mut errors) = (0, 0);
+    for task in tasks {
+        let (o, e) = task.await.expect("load task panicked");
+        ok += o;
+        errors += e;
+    }
+    (ok, errors)
+}
+
+async fn run_keepalive(uri: http::Uri, concurrency: usize, duration: Duration) -> (u64, u64) {
+    let client = Client::new(ClientConfig::new().max_idle_per_host(concurrency.max(64)));
+    drive(concurrency, duration, move || {
+        let client = client.clone();
+        let uri = uri.clone();
+        async move {
+            let request = Request::get(uri)
+                .body(Empty::<Bytes>::new())
+                .map_err(|e| e.to_string())?;
+            let response = client.request(request).await.map_err(|e| e.to_string())?;
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?;
+            check_body(&body.to_bytes())
+        }
+    })
+    .await
+}
+
+async fn run_hyper_util(uri: http::Uri, concurrency: usize, duration: Duration) -> (u64, u64) {
+    let client: hyper_util::client::legacy::Client<_, Empty<Bytes>> =
+        hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http();
+    drive(concurrency, duration, move || {
+        let client = client.clone();
+        let uri = uri.clone();
+        async move {
+            let request = Request::get(uri)
+                .body(Empty::<Bytes>::new())
+                .map_err(|e| e.to_string())?;
+            let response = client.request(request).await.map_err(|e| e.to_string())?;
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?;
+            check_body(&body.to_bytes())
+        }
+    })
+    .await
+}
+
+async fn run_reqwest(url: String, concurrency: usize, duration: Duration) -> (u64, u64) {
+    let client = reqwest::Client::new();
+    drive(concurrency, duration, move || {
+        let client = client.clone();
+        let url = url.clone();
+        async move {
+            let response = client.get(url).send().await.map_err(|e| e.to_string())?;
+            let body = response.bytes().await.map_err(|e| e.to_string())?;
+            check_body(&body)
+        }
+    })
+    .await
+}
+
+/// One task per connection, each owning a `hyper::client::conn::http1` sender: no pool.
+async fn run_dedicated(addr: SocketAddr, concurrency: usize, duration: Duration) -> (u64, u64) {
+    let deadline = tokio::time::Instant::now() + duration;
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        tasks.push(tokio::spawn(async move {
+            let (mut ok, mut errors) = (0u64, 0u64);
+            let work = async {
+                let stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+                let _ = stream.set_nodelay(true);
+                let (mut sender, conn) =
+                    hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                let conn = tokio::spawn(conn);
+                let host = addr.to_string();
+                for _ in 0..MAX_REQUESTS_PER_TASK {
+                    if tokio::time::Instant::now() >= deadline {
+                        break;
+                    }
+                    let result = async {
+                        sender.ready().await.map_err(|e| e.to_string())?;
+                        let request = Request::get("/")
+                            .header(http::header::HOST, host.as_str())
+                            .body(Empty::<Bytes>::new())
+                            .map_err(|e| e.to_string())?;
+                        let response = sender
+                            .send_request(request)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        let body = response
+                            .into_body()
+                            .collect()
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        check_body(&body.to_bytes())
+                    }
+                    .await;
+                    match result {
+                        Ok(()) => ok += 1,
+                        Err(error) => {
+                            errors += 1;
+                            eprintln!("dedicated request failed: {error}");
+                            break;
+                        }
+                    }
+                }
+                drop(sender);
+                let _ = conn.await;
+                Ok::<(), String>(())
+            };
+            match tokio::time::timeout(duration + Duration::from_secs(10), work).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    errors += 1;
+                    eprintln!("dedicated connection failed: {error}");
+                }
+                Err(_) => errors += 1,
+            }
+            (ok, errors)
+        }));
+    }
+    let (mut ok, mut errors) = (0, 0);
+    for task in tasks {
+        let (o, e) = task.await.expect("load task panicked");
+        ok += o;
+        errors += e;
+    }
+    (ok, errors)
+}
+
+fn check_body(body: &[u8]) -> Result<(), String> {
+    if body == BODY.as_bytes() {
+        Ok(())
+    } else {
+        Err(format!("unexpected body: {body:?}"))
+    }
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    let n = values.len();
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
+fn main() {
+    let args = parse_args();
+
+    let server_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("bench-server")
+        .enable_all()
+        .build()
+        .expect("server runtime");
+    let client_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("bench-client")
+        .enable_all()
+        .build()
+        .expect("client runtime");
+
+    let accepted = Arc::new(AtomicU64::new(0));
+    let listener = server_rt
+        .block_on(TcpListener::bind("127.0.0.1:0"))
+        .expect("bind 127.0.0.1:0");
+    let addr = listener.local_addr().expect("local addr");
+    server_rt.spawn(run_server(listener, accepted.clone()));
+    let uri: http::Uri = format!("http://{addr}/").parse().expect("uri");
+    let url = format!("http://{addr}/");
+
+    println!(
+        "clients bench: server {addr}, {} per run, {} round(s), concurrency {:?}",
+        humantime(args.duration),
+        args.rounds,
+        CONCURRENCIES
+    );
+
+    // results[(kind, concurrency)] = runs
+    let mut results: Vec<((Kind, usize), Vec<RunResult>)> = Vec::new();
+    for &c in &CONCURRENCIES {
+        for kind in Kind::ALL {
+            results.push(((kind, c), Vec::new()));
+        }
+    }
+
+    for round in 0..args.rounds {
+        for &concurrency in &CONCURRENCIES {
+            for kind in Kind::ALL {
+                let before = accepted.load(Ordering::Relaxed);
+                let start = Instant::now();
+                let (requests, errors) = client_rt.block_on(async {
+                    match kind {
+                        Kind::Keepalive => {
+                            run_keepalive(uri.clone(), concurrency, args.duration).await
+                        }
+                        Kind::HyperUtil => {
+                            run_hyper_util(uri.clone(), concurrency, args.duration).await
+                        }
+                        Kind::Reqwest => run_reqwest(url.clone(), concurrency, args.duration).await,
+                        Kind::Dedicated => run_dedicated(addr, concurrency, args.duration).await,
+                    }
+                });
+                let elapsed = start.elapsed();
+                // Let the dropped clients' connections close before the next run.
+                std::thread::sleep(Duration::from_millis(50));
+                let connections = accepted.load(Ordering::Relaxed) - before;
+                let run = RunResult {
+                    requests,
+                    errors,
+                    elapsed,
+                    connections,
+                };
+                eprintln!(
+                    "round {} {:>10} c={:<2} {:>9.0} req/s  {} requests, {} errors, {} connections",
+                    round + 1,
+                    kind.name(),
+                    concurrency,
+                    run.rate(),
+                    requests,
+                    errors,
+                    connections
+                );
+                if let Some((_, runs)) = results.iter_mut().find(|(k, _)| *k == (kind, concurrency))
+                {
+                    runs.push(run);
+                }
+            }
+        }
+    }
+
+    let summary = |kind: Kind, c: usize| -> (f64, u64, u64, f64, f64) {
+        let runs = &results
+            .iter()
+            .find(|(k, _)| *k == (kind, c))
+            .expect("configuration ran")
+            .1;
+        let mut rates: Vec<f64> = runs.iter().map(RunResult::rate).collect();
+        let min = rates.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = rates.iter().copied().fold(0.0, f64::max);
+        let med = median(&mut rates);
+        let conns = runs.iter().map(|r| r.connections).max().unwrap_or(0);
+        let errors = runs.iter().map(|r| r.errors).sum();
+        (med, conns, errors, min, max)
+    };
+
+    println!();
+    println!(
+        "| client | concurrency | req/s (median of {}) | min-max | vs dedicated | connections opened (max per run) | errors |",
+        args.rounds
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for &c in &CONCURRENCIES {
+        let (dedicated, ..) = summary(Kind::Dedicated, c);
+        for kind in Kind::ALL {
+            let (med, conns, errors, min, max) = summary(kind, c);
+            println!(
+                "| {} | {} | {:.0} | {:.0}-{:.0} | {:.2} | {} | {} |",
+                kind.name(),
+                c,
+                med,
+                min,
+                max,
+                med / dedicated,
+                conns,
+                errors
+            );
+        }
+    }
+    println!();
+    println!(
+        "| concurrency | keepalive / hyper-util | keepalive / reqwest | keepalive / dedicated |"
+    );
+    println!("|---:|---:|---:|---:|");
+    for &c in &CONCURRENCIES {
+        let (ka, ..) = summary(Kind::Keepalive, c);
+        let (hu, ..) = summary(Kind::HyperUtil, c);
+        let (rq, ..) = summary(Kind::Reqwest, c);
+        let (de, ..) = summary(Kind::Dedicated, c);
+        println!(
+            "| {} | {:.2} | {:.2} | {:.2} |",
+            c,
+            ka / hu,
+            ka / rq,
+            ka / de
+        );
+    }
+
+    drop(client_rt);
+    server_rt.shutdown_timeout(Duration::from_secs(1));
+}
+
+fn humantime(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{} ms", d.as_millis())
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
+    }
+}
