@@ -5,7 +5,8 @@
 //! servers that close first, CLOSE_WAIT leaking when nobody notices the peer's FIN, and the
 //! idle race where a client reuses a connection the server is just closing. This crate's
 //! server keeps connections alive with real limits, notices a client's FIN at once, and when a
-//! connection must end lets the client close first.
+//! connection must end lets the client close first; its client never races the server and
+//! never leaves CLOSE_WAIT.
 //!
 //! # Serving
 //!
@@ -95,9 +96,18 @@
 //! - A partial request head already buffered when a response ends is timed by the idle timeout,
 //!   not the header timeout.
 //!
+//! # The client
+//!
+//! [`client::Client`] is the other end: a keep-alive pool that closes idle connections a
+//! margin before the server's advertised `Keep-Alive: timeout=`, evicts an idle connection the
+//! moment the server's FIN arrives, honours `Connection: close` and `Keep-Alive: max=`, and
+//! retries once, on a new connection, an idempotent request that failed on a reused one before
+//! any response byte. See the [`client`] module.
+//!
 //! # Modules
 //!
 //! - [`server`]: [`serve`], [`KeepAliveLayer`], [`ServerConfig`], [`ServerStats`].
+//! - [`client`]: [`client::Client`], [`client::Pool`] (also for non-HTTP connections).
 //! - [`socket`]: socket options shared by both sides.
 //! - [`fin`]: noticing the peer's FIN without losing bytes.
 //! - [`header`]: the `Connection` and `Keep-Alive` grammar.
