@@ -184,7 +184,10 @@ impl<T> Pooled<T> {
     }
 }
 
-/// A pool of idle connections; see the [module docs](self). Cheap to clone (shared).
+/// A pool of idle connections keyed by `K`, reused last-in first-out, each idle one kept bare
+/// and watched for the peer's FIN (zero bytes), unexpected bytes or its deadline, any of which
+/// closes it at once. Cheap to clone (shared). Dropping the last clone closes every idle
+/// connection. See the [`client`](crate::client) module.
 #[derive(Debug)]
 pub struct Pool<K, T> {
     shared: Arc<Shared<K, T>>,
