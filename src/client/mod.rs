@@ -29,5 +29,5 @@ pub use config::ClientConfig;
 pub use connector::TcpConnector;
 pub use error::{Error, ErrorKind};
 pub use pool::{Checkout, History, Pool, PoolConfig, Pooled, Reuse, Slot, WaitTimeout};
-pub use service::{Client, PoolKey};
+pub use service::{Client, Connect, PoolKey};
 pub use stats::{ClientStats, ClientStatsSnapshot, PoolCloseReason};

@@ -23,6 +23,31 @@ use super::stats::{ClientStats, PoolCloseReason};
 use crate::header::connection_has;
 use crate::BoxError;
 
+/// A connector the [`Client`] can use: any cloneable `tower::Service<Uri>` returning a tokio
+/// `AsyncRead + AsyncWrite` (TCP, TLS, a Unix socket). Implemented for every such service; it
+/// only names the bounds once.
+pub trait Connect:
+    tower_service::Service<
+        Uri,
+        Response: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        Error: Into<BoxError>,
+        Future: Send,
+    > + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<C> Connect for C
+where
+    C: tower_service::Service<Uri> + Clone + Send + Sync + 'static,
+    C::Response: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    C::Error: Into<BoxError>,
+    C::Future: Send,
+{
+}
+
 /// What connections are pooled by: scheme, host (case-insensitive) and port.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PoolKey {
@@ -117,10 +142,7 @@ impl Client<TcpConnector> {
 
 impl<C> Client<C>
 where
-    C: tower_service::Service<Uri> + Clone + Send + Sync + 'static,
-    C::Response: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    C::Error: Into<BoxError>,
-    C::Future: Send,
+    C: Connect,
 {
     /// A client with a connector of your own (TLS, a proxy, a Unix socket): any
     /// `tower::Service<Uri>` returning a tokio `AsyncRead + AsyncWrite`.
@@ -160,10 +182,7 @@ where
 
 impl<C, B> tower_service::Service<Request<B>> for Client<C>
 where
-    C: tower_service::Service<Uri> + Clone + Send + Sync + 'static,
-    C::Response: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    C::Error: Into<BoxError>,
-    C::Future: Send,
+    C: Connect,
     B: Body + Send + 'static,
     B::Data: Send,
     B::Error: Into<BoxError>,
@@ -205,10 +224,7 @@ async fn send<C, B>(
     request: Request<B>,
 ) -> Result<Response<ResponseBody>, Error>
 where
-    C: tower_service::Service<Uri> + Clone + Send + Sync + 'static,
-    C::Response: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    C::Error: Into<BoxError>,
-    C::Future: Send,
+    C: Connect,
     B: Body + Send + 'static,
     B::Data: Send,
     B::Error: Into<BoxError>,
