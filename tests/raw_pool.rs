@@ -76,3 +76,55 @@ async fn peer_closing_an_idle_stream_evicts_it_with_no_close_wait() {
     })
     .await;
 }
+
+async fn connected_pair(addr_ip: std::net::IpAddr) -> (TcpStream, TcpStream) {
+    let listener = TcpListener::bind((addr_ip, 0)).await.unwrap();
+    let client = TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (server, _) = listener.accept().await.unwrap();
+    (client, server)
+}
+
+#[tokio::test]
+async fn idle_timeout_holds_after_a_use_that_outlived_the_previous_deadline() {
+    let pool: Pool<u8, TcpStream> =
+        Pool::new(PoolConfig::new().idle_timeout(std::time::Duration::from_millis(200)));
+    let (client, _server) = connected_pair(unique_loopback()).await;
+    pool.put(1, client, Reuse::default());
+    // Let the connection's watcher run once and set its timer for this idle period (the test
+    // runtime is single-threaded: yielding runs the other ready tasks).
+    for _ in 0..3 {
+        tokio::task::yield_now().await;
+    }
+    let (io, history) = pool.checkout(&1).await.unwrap().unwrap().into_parts();
+    // In use longer than the first idle period's deadline: the watcher's timer goes off then.
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    pool.put_back(1, io, history, Reuse::default());
+    assert_eq!(pool.idle_count(&1), 1);
+    wait_until("closed at the new idle deadline", SOON, || {
+        pool.idle_count(&1) == 0
+    })
+    .await;
+    assert_eq!(
+        pool.stats().snapshot().closed(PoolCloseReason::IdleTimeout),
+        1
+    );
+}
+
+#[tokio::test]
+async fn fin_is_seen_after_several_uses() {
+    let pool: Pool<u8, TcpStream> = Pool::new(PoolConfig::new());
+    let (client, server) = connected_pair(unique_loopback()).await;
+    pool.put(1, client, Reuse::default());
+    for _ in 0..5 {
+        let (io, history) = pool.checkout(&1).await.unwrap().unwrap().into_parts();
+        pool.put_back(1, io, history, Reuse::default());
+    }
+    drop(server);
+    wait_until("evicted on the FIN", SOON, || pool.idle_count(&1) == 0).await;
+    assert_eq!(
+        pool.stats().snapshot().closed(PoolCloseReason::ServerFin),
+        1
+    );
+}

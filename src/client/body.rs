@@ -134,7 +134,7 @@ where
     pub(crate) conn: Option<Connection<TokioIo<CountingIo<T>>, RequestBody<B>>>,
     pub(crate) pool: Pool<PoolKey, T>,
     pub(crate) key: Option<PoolKey>,
-    pub(crate) history: History,
+    pub(crate) history: Option<History<T>>,
     pub(crate) after: AfterResponse,
     pub(crate) margin: Option<Duration>,
     pub(crate) honour_server: bool,
@@ -251,7 +251,10 @@ where
         let Some(key) = self.key.take() else {
             return Poll::Ready(());
         };
-        self.pool.put_back(key, io, self.history, reuse);
+        let Some(history) = self.history.take() else {
+            return Poll::Ready(());
+        };
+        self.pool.put_back(key, io, history, reuse);
         Poll::Ready(())
     }
 }

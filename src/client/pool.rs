@@ -2,12 +2,16 @@
 //! watch on every idle one.
 //!
 //! Idle connections are kept bare (no HTTP codec, no buffers): the connection itself plus a
-//! few timestamps. Each idle period has a small watcher task that owns nothing but a handle to
-//! the idle slot: it reads at most one byte when the connection becomes readable. Zero bytes
-//! is the server's FIN, any byte is a protocol violation (nobody asked), an error is a reset;
-//! each evicts and closes the connection at once, so nothing lingers in CLOSE_WAIT. The same
-//! task closes the connection when its idle deadline passes (the client closes first, so
-//! TIME_WAIT stays on the client).
+//! few timestamps. Each connection has one small watcher task for its whole life, started the
+//! first time it is returned. While the connection is idle the watcher is registered for its
+//! readability and reads at most one byte when woken: zero bytes is the server's FIN, any byte
+//! is a protocol violation (nobody asked), an error is a reset; each evicts and closes the
+//! connection at once, so nothing lingers in CLOSE_WAIT. The same task closes the connection
+//! when its idle deadline passes (the client closes first, so TIME_WAIT stays on the client).
+//!
+//! The hot path schedules nothing: returning a connection registers the watcher's waker on the
+//! socket from the returning task itself, and a checkout just takes the connection back. The
+//! watcher runs only when the socket or its timer fires.
 //!
 //! Checkout is last-in, first-out per key: the most recently used connection is the one most
 //! likely alive and warm.
@@ -37,14 +41,12 @@ use std::collections::{HashMap, VecDeque};
 use std::future::{poll_fn, Future as _};
 use std::hash::Hash;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::task::Poll;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::oneshot;
-use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use super::stats::{ClientStats, PoolCloseReason};
@@ -143,14 +145,24 @@ pub struct Reuse {
 #[derive(Debug)]
 pub struct Pooled<T> {
     io: T,
-    meta: Meta,
+    history: History<T>,
 }
 
-/// What the pool knows about a connection (age, uses, the server's limits), carried while it
-/// is in use and handed back with [`Pool::put_back`].
-#[derive(Debug, Clone, Copy)]
-pub struct History {
+/// What the pool knows about a connection (age, uses, the server's limits, its watcher),
+/// carried while it is in use and handed back with [`Pool::put_back`]. Dropping it instead
+/// (the connection is closed) stops the connection's watcher.
+#[derive(Debug)]
+pub struct History<T> {
     meta: Meta,
+    watch: Option<Arc<Watch<T>>>,
+}
+
+impl<T> Drop for History<T> {
+    fn drop(&mut self) {
+        if let Some(watch) = self.watch.take() {
+            watch.retire();
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -167,20 +179,70 @@ impl<T> Pooled<T> {
         &mut self.io
     }
 
-    /// Takes the connection out (its history is forgotten: a later [`Pool::put`] counts it as
-    /// new).
+    /// Takes the connection out of the pool's care (its history is forgotten: a later
+    /// [`Pool::put`] counts it as new).
     pub fn into_inner(self) -> T {
-        self.io
+        let Pooled { io, history } = self;
+        drop(history);
+        io
     }
 
     /// The connection and its history, to hand back with [`Pool::put_back`].
-    pub fn into_parts(self) -> (T, History) {
-        (self.io, History { meta: self.meta })
+    pub fn into_parts(self) -> (T, History<T>) {
+        (self.io, self.history)
     }
 
     /// How many times it was used before.
     pub fn uses(&self) -> u32 {
-        self.meta.uses
+        self.history.meta.uses
+    }
+}
+
+/// One connection's idle state, shared by the pool and the connection's watcher task.
+#[derive(Debug)]
+struct Watch<T> {
+    state: Mutex<WatchState<T>>,
+}
+
+#[derive(Debug)]
+struct WatchState<T> {
+    /// The parked connection, while it is idle.
+    idle: Option<(T, Meta)>,
+    /// When the current idle period ends, and why.
+    deadline: Instant,
+    reason: PoolCloseReason,
+    /// The deadline the watcher's timer is set for (it may be earlier than `deadline`: the
+    /// timer is moved only when a deadline comes earlier).
+    armed: Option<Instant>,
+    /// The watcher task's waker, once it has run.
+    waker: Option<Waker>,
+    /// The connection is gone: the watcher ends.
+    retired: bool,
+}
+
+impl<T> Watch<T> {
+    fn retire(&self) {
+        let waker = {
+            let mut state = lock(&self.state);
+            state.retired = true;
+            state.idle = None;
+            state.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}
+
+/// Reads at most one byte of an idle connection; `Ready` with why it must close.
+fn poll_idle<T: AsyncRead + Unpin>(io: &mut T, cx: &mut Context<'_>) -> Poll<PoolCloseReason> {
+    let mut byte = [0u8; 1];
+    let mut buf = ReadBuf::new(&mut byte);
+    match Pin::new(io).poll_read(cx, &mut buf) {
+        Poll::Ready(Ok(())) if buf.filled().is_empty() => Poll::Ready(PoolCloseReason::ServerFin),
+        Poll::Ready(Ok(())) => Poll::Ready(PoolCloseReason::UnexpectedData),
+        Poll::Ready(Err(_)) => Poll::Ready(PoolCloseReason::Error),
+        Poll::Pending => Poll::Pending,
     }
 }
 
@@ -206,12 +268,11 @@ struct Shared<K, T> {
     config: PoolConfig,
     stats: ClientStats,
     hosts: Mutex<HashMap<K, Host<T>>>,
-    next_id: AtomicU64,
 }
 
 #[derive(Debug)]
 struct Host<T> {
-    idle: Vec<IdleEntry<T>>,
+    idle: Vec<Arc<Watch<T>>>,
     open: usize,
     waiters: VecDeque<oneshot::Sender<Handoff<T>>>,
 }
@@ -226,17 +287,10 @@ impl<T> Default for Host<T> {
     }
 }
 
-#[derive(Debug)]
-struct IdleEntry<T> {
-    id: u64,
-    slot: Arc<Mutex<Option<(T, Meta)>>>,
-    watcher: AbortHandle,
-}
-
 /// What a waiter gets: a connection, or the right to open one.
 #[derive(Debug)]
 enum Handoff<T> {
-    Conn(T, Meta),
+    Conn(T, History<T>),
     Open,
 }
 
@@ -247,7 +301,7 @@ pub enum Checkout<T> {
     /// An idle connection to reuse.
     Reused(Pooled<T>),
     /// No idle connection: the caller may open a new one (it holds one of the key's slots,
-    /// given back by [`Pool::put`] or [`Pool::discard`]).
+    /// given back by [`Pool::put_back`] or [`Pool::discard`]).
     Open(Slot),
 }
 
@@ -259,7 +313,7 @@ pub struct Slot {
 
 impl Slot {
     /// The history of the connection opened with this slot.
-    pub fn into_history(self) -> History {
+    pub fn into_history<T>(self) -> History<T> {
         History {
             meta: Meta {
                 created: self.created,
@@ -267,6 +321,7 @@ impl Slot {
                 close_by: None,
                 uses_left: None,
             },
+            watch: None,
         }
     }
 }
@@ -305,7 +360,6 @@ where
                 config,
                 stats,
                 hosts: Mutex::new(HashMap::new()),
-                next_id: AtomicU64::new(0),
             }),
         }
     }
@@ -339,14 +393,17 @@ where
     async fn checkout_inner(&self, key: &K, reuse_idle: bool) -> Result<Checkout<T>, WaitTimeout> {
         let waiter = {
             let mut hosts = lock(&self.shared.hosts);
-            let host = hosts.entry(key.clone()).or_default();
-            while let Some(entry) = host.idle.pop().filter(|_| reuse_idle) {
-                entry.watcher.abort();
-                let taken = lock(&entry.slot).take();
+            let host = host_entry(&mut hosts, key);
+            while let Some(watch) = host.idle.pop().filter(|_| reuse_idle) {
+                let taken = lock(&watch.state).idle.take();
                 if let Some((io, meta)) = taken {
-                    return Ok(Checkout::Reused(Pooled { io, meta }));
+                    let history = History {
+                        meta,
+                        watch: Some(watch),
+                    };
+                    return Ok(Checkout::Reused(Pooled { io, history }));
                 }
-                // The watcher closed it a moment ago; it already gave back its place.
+                // Its watcher closed it a moment ago and already gave back its place.
             }
             match self.shared.config.max_per_key {
                 Some(max) if host.open >= max => {
@@ -364,7 +421,7 @@ where
         };
         let mut waiter = waiter;
         match tokio::time::timeout(self.shared.config.wait_timeout, &mut waiter).await {
-            Ok(Ok(Handoff::Conn(io, meta))) => Ok(Checkout::Reused(Pooled { io, meta })),
+            Ok(Ok(Handoff::Conn(io, history))) => Ok(Checkout::Reused(Pooled { io, history })),
             Ok(Ok(Handoff::Open)) => Ok(Checkout::Open(Slot {
                 created: Instant::now(),
             })),
@@ -373,8 +430,8 @@ where
                 // A handoff may have raced with the timeout: give it back.
                 waiter.close();
                 match waiter.try_recv() {
-                    Ok(Handoff::Conn(io, meta)) => {
-                        self.put_meta(key.clone(), io, meta, Reuse::default(), false)
+                    Ok(Handoff::Conn(io, history)) => {
+                        self.park(key.clone(), io, history, Reuse::default(), false)
                     }
                     Ok(Handoff::Open) => {
                         if let Some(host) = lock(&self.shared.hosts).get_mut(key) {
@@ -398,27 +455,33 @@ where
     }
 
     /// Returns a connection after a use, with its [`History`] (from [`Pooled::into_parts`] or
-    /// [`Slot::into_history`]), so age, uses and the server's limits carry over.
-    pub fn put_back(&self, key: K, io: T, history: History, reuse: Reuse) {
-        let mut meta = history.meta;
-        meta.uses = meta.uses.saturating_add(1);
-        self.put_meta(key, io, meta, reuse, true);
+    /// [`Slot::into_history`]), so age, uses, the server's limits and its watcher carry over.
+    pub fn put_back(&self, key: K, io: T, history: History<T>, reuse: Reuse) {
+        self.park(key, io, history, reuse, true);
     }
 
     /// Returns a connection without history (counted as new, used once).
     pub fn put(&self, key: K, io: T, reuse: Reuse) {
-        let meta = Meta {
-            created: Instant::now(),
-            uses: 1,
-            close_by: None,
-            uses_left: None,
+        let history = History {
+            meta: Meta {
+                created: Instant::now(),
+                uses: 0,
+                close_by: None,
+                uses_left: None,
+            },
+            watch: None,
         };
-        self.put_meta(key, io, meta, reuse, true);
+        self.park(key, io, history, reuse, true);
     }
 
-    fn put_meta(&self, key: K, io: T, mut meta: Meta, reuse: Reuse, used: bool) {
+    /// Hands the connection to a waiter, or parks it idle under its watcher, or closes it.
+    fn park(&self, key: K, io: T, mut history: History<T>, reuse: Reuse, used: bool) {
         let config = &self.shared.config;
         let now = Instant::now();
+        let meta = &mut history.meta;
+        if used {
+            meta.uses = meta.uses.saturating_add(1);
+        }
         if let Some(by) = reuse.close_by {
             meta.close_by = Some(meta.close_by.map_or(by, |old| old.min(by)));
         }
@@ -452,45 +515,90 @@ where
         };
 
         let mut hosts = lock(&self.shared.hosts);
-        let host = hosts.entry(key.clone()).or_default();
+        let host = host_entry(&mut hosts, &key);
         if let Some(reason) = retire {
             release_place(host);
             drop(hosts);
             self.shared.stats.closed(reason);
-            drop(io);
             return;
         }
         // A waiter takes it directly, in order.
-        let mut io = Some(io);
+        let mut conn = Some((io, history));
         while let Some(waiter) = host.waiters.pop_front() {
-            match waiter.send(Handoff::Conn(
-                io.take().unwrap_or_else(|| unreachable!()),
-                meta,
-            )) {
+            let (io, history) = conn.take().unwrap_or_else(|| unreachable!());
+            match waiter.send(Handoff::Conn(io, history)) {
                 Ok(()) => return,
-                Err(Handoff::Conn(back, _)) => io = Some(back),
-                Err(Handoff::Open) => unreachable!(),
+                Err(Handoff::Conn(io, history)) => conn = Some((io, history)),
+                Err(Handoff::Open) => unreachable!("only connections are sent here"),
             }
         }
-        let Some(io) = io else { return };
+        let Some((mut io, mut history)) = conn else {
+            return;
+        };
         if host.idle.len() >= config.max_idle_per_key {
             release_place(host);
             drop(hosts);
             self.shared.stats.closed(PoolCloseReason::TooManyIdle);
             return;
         }
-        let id = self.shared.next_id.fetch_add(1, Relaxed);
-        let slot = Arc::new(Mutex::new(Some((io, meta))));
-        let watcher = tokio::spawn(watch_idle(
-            Arc::downgrade(&self.shared),
-            key,
-            id,
-            slot.clone(),
-            deadline,
-            reason,
-        ))
-        .abort_handle();
-        host.idle.push(IdleEntry { id, slot, watcher });
+        let (watch, first) = match history.watch.take() {
+            Some(watch) => (watch, false),
+            None => {
+                let watch = Arc::new(Watch {
+                    state: Mutex::new(WatchState {
+                        idle: None,
+                        deadline,
+                        reason,
+                        armed: None,
+                        waker: None,
+                        retired: false,
+                    }),
+                });
+                (watch, true)
+            }
+        };
+        let meta = history.meta;
+        drop(history);
+        let wake = {
+            let mut state = lock(&watch.state);
+            // Register the watcher for the socket's readability from here: the watcher task
+            // need not run for it. A FIN (or anything) already there closes it now.
+            if let Some(waker) = state.waker.clone() {
+                if let Poll::Ready(reason) = poll_idle(&mut io, &mut Context::from_waker(&waker)) {
+                    state.retired = true;
+                    let waker = state.waker.take();
+                    drop(state);
+                    release_place(host);
+                    drop(hosts);
+                    self.shared.stats.closed(reason);
+                    drop(io);
+                    if let Some(waker) = waker {
+                        waker.wake();
+                    }
+                    return;
+                }
+            }
+            state.idle = Some((io, meta));
+            state.deadline = deadline;
+            state.reason = reason;
+            // The watcher's timer only needs moving when this deadline is earlier, or when it
+            // went off while the connection was in use (the watcher then left it alone).
+            if state
+                .armed
+                .is_none_or(|armed| deadline < armed || armed <= now)
+            {
+                state.waker.clone()
+            } else {
+                None
+            }
+        };
+        host.idle.push(watch.clone());
+        drop(hosts);
+        if first {
+            tokio::spawn(watch_connection(Arc::downgrade(&self.shared), key, watch));
+        } else if let Some(waker) = wake {
+            waker.wake();
+        }
     }
 }
 
@@ -506,6 +614,20 @@ impl<K: Eq + Hash, T> Pool<K, T> {
     }
 }
 
+/// The host's entry, created if missing; the key is cloned only then (`entry` would clone it
+/// on every call, and a key may own a string).
+fn host_entry<'a, K: Eq + Hash + Clone, T>(
+    hosts: &'a mut HashMap<K, Host<T>>,
+    key: &K,
+) -> &'a mut Host<T> {
+    if !hosts.contains_key(key) {
+        hosts.insert(key.clone(), Host::default());
+    }
+    hosts
+        .get_mut(key)
+        .unwrap_or_else(|| unreachable!("inserted above"))
+}
+
 /// A connection of the host closed: one more may be opened, by the first waiter if any.
 fn release_place<T>(host: &mut Host<T>) {
     while let Some(waiter) = host.waiters.pop_front() {
@@ -516,58 +638,69 @@ fn release_place<T>(host: &mut Host<T>) {
     host.open = host.open.saturating_sub(1);
 }
 
-/// Watches one idle connection until it is checked out (the task is aborted and the slot
-/// emptied), the server closes it or sends something (evict), or its deadline passes (close).
-async fn watch_idle<K, T>(
-    pool: Weak<Shared<K, T>>,
-    key: K,
-    id: u64,
-    slot: Arc<Mutex<Option<(T, Meta)>>>,
-    deadline: Instant,
-    deadline_reason: PoolCloseReason,
-) where
+/// Watches one connection for its whole life: while it is idle, for the server's FIN,
+/// unexpected bytes or its deadline (then it evicts and closes it); while it is in use it just
+/// sleeps. Ends when the connection is retired (closed by its user, or by the pool).
+async fn watch_connection<K, T>(pool: Weak<Shared<K, T>>, key: K, watch: Arc<Watch<T>>)
+where
     K: Eq + Hash,
     T: AsyncRead + Unpin,
 {
-    let mut timer = std::pin::pin!(tokio::time::sleep_until(deadline));
+    let mut timer = std::pin::pin!(tokio::time::sleep_until(Instant::now()));
     let reason = poll_fn(|cx| {
-        let mut guard = lock(&slot);
-        let Some((io, _)) = guard.as_mut() else {
+        let mut state = lock(&watch.state);
+        if state.retired {
             return Poll::Ready(None);
-        };
-        let mut byte = [0u8; 1];
-        let mut buf = ReadBuf::new(&mut byte);
-        match Pin::new(io).poll_read(cx, &mut buf) {
-            Poll::Ready(Ok(())) if buf.filled().is_empty() => {
-                return Poll::Ready(Some(PoolCloseReason::ServerFin))
-            }
-            Poll::Ready(Ok(())) => return Poll::Ready(Some(PoolCloseReason::UnexpectedData)),
-            Poll::Ready(Err(_)) => return Poll::Ready(Some(PoolCloseReason::Error)),
-            Poll::Pending => {}
         }
-        drop(guard);
-        match timer.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Some(deadline_reason)),
-            Poll::Pending => Poll::Pending,
+        if !state
+            .waker
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            state.waker = Some(cx.waker().clone());
+        }
+        let state = &mut *state;
+        let Some((io, _)) = state.idle.as_mut() else {
+            // In use: nothing to watch until it comes back (the return wakes us if needed).
+            return Poll::Pending;
+        };
+        if let Poll::Ready(reason) = poll_idle(io, cx) {
+            return Poll::Ready(Some(reason));
+        }
+        loop {
+            match state.armed {
+                Some(armed) if armed <= state.deadline => {}
+                _ => {
+                    timer.as_mut().reset(state.deadline);
+                    state.armed = Some(state.deadline);
+                }
+            }
+            match timer.as_mut().poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(()) if Instant::now() >= state.deadline => {
+                    return Poll::Ready(Some(state.reason))
+                }
+                // Fired for an earlier idle period: move on to this one's deadline.
+                Poll::Ready(()) => state.armed = None,
+            }
         }
     })
     .await;
     let Some(reason) = reason else { return };
     let Some(shared) = pool.upgrade() else { return };
+    let mut hosts = lock(&shared.hosts);
     let taken = {
-        let mut hosts = lock(&shared.hosts);
-        let Some(host) = hosts.get_mut(&key) else {
-            return;
-        };
-        // Only if a checkout has not taken it in the meantime.
-        let taken = lock(&slot).take();
-        if taken.is_some() {
-            host.idle.retain(|entry| entry.id != id);
+        let mut state = lock(&watch.state);
+        state.retired = true;
+        state.idle.take()
+    };
+    // Only if a checkout has not taken it in the meantime.
+    if let Some((io, _)) = taken {
+        if let Some(host) = hosts.get_mut(&key) {
+            host.idle.retain(|other| !Arc::ptr_eq(other, &watch));
             release_place(host);
         }
-        taken
-    };
-    if let Some((io, _)) = taken {
+        drop(hosts);
         tracing::debug!(reason = reason.name(), "closing idle pooled connection");
         shared.stats.closed(reason);
         drop(io);
@@ -575,13 +708,12 @@ async fn watch_idle<K, T>(
 }
 
 impl<K, T> Drop for Shared<K, T> {
-    /// Closes every idle connection (the client's FIN comes first) and stops their watchers.
+    /// Closes every idle connection (the client's FIN comes first) and ends their watchers.
     fn drop(&mut self) {
         let hosts = std::mem::take(&mut *lock(&self.hosts));
         for host in hosts.into_values() {
-            for entry in host.idle {
-                entry.watcher.abort();
-                drop(lock(&entry.slot).take());
+            for watch in host.idle {
+                watch.retire();
             }
         }
     }

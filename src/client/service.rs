@@ -48,11 +48,12 @@ where
 {
 }
 
-/// What connections are pooled by: scheme, host (case-insensitive) and port.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// What connections are pooled by: scheme, host (case-insensitive) and port. Cheap to make and
+/// clone: it shares the request URI's authority bytes.
+#[derive(Debug, Clone)]
 pub struct PoolKey {
     https: bool,
-    host: Box<str>,
+    authority: http::uri::Authority,
     port: u16,
 }
 
@@ -64,9 +65,37 @@ impl PoolKey {
             Some(s) if s.eq_ignore_ascii_case("https") => true,
             _ => return None,
         };
-        let host = uri.host()?.to_ascii_lowercase().into_boxed_str();
-        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-        Some(PoolKey { https, host, port })
+        let authority = uri.authority()?.clone();
+        let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
+        Some(PoolKey {
+            https,
+            authority,
+            port,
+        })
+    }
+
+    fn host(&self) -> &str {
+        self.authority.host()
+    }
+}
+
+impl PartialEq for PoolKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.https == other.https
+            && self.port == other.port
+            && self.host().eq_ignore_ascii_case(other.host())
+    }
+}
+
+impl Eq for PoolKey {}
+
+impl std::hash::Hash for PoolKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.https.hash(state);
+        self.port.hash(state);
+        for byte in self.host().bytes() {
+            state.write_u8(byte.to_ascii_lowercase());
+        }
     }
 }
 
@@ -350,7 +379,7 @@ async fn send_on<C, B>(
     inner: &Inner<C>,
     key: PoolKey,
     io: C::Response,
-    history: History,
+    history: History<C::Response>,
     request: Request<RequestBody<B>>,
     asked_close: bool,
 ) -> Result<Response<ResponseBody>, Failure>
@@ -377,26 +406,29 @@ where
         conn: Some(conn),
         pool: inner.pool.clone(),
         key: Some(key),
-        history,
+        history: Some(history),
         after: AfterResponse::Close(PoolCloseReason::Canceled),
         margin: inner.config.keep_alive_margin,
         honour_server: inner.config.honour_server_keep_alive,
     };
     let mut response_future = std::pin::pin!(tx.send_request(request));
+    // The connection first (it writes the request, reads the response and hands it to the
+    // response future), then the response future in the same poll: no extra wake-up.
     let result = poll_fn(|cx| {
-        if let Poll::Ready(result) = response_future.as_mut().poll(cx) {
-            return Poll::Ready(result);
-        }
+        let mut failed = None;
         if let Some(conn) = driver.conn.as_mut() {
             if let Poll::Ready(Err(error)) = conn.poll_without_shutdown(cx) {
-                // The response future reports the same failure once polled again.
-                if let Poll::Ready(result) = response_future.as_mut().poll(cx) {
-                    return Poll::Ready(result);
-                }
-                return Poll::Ready(Err(error));
+                failed = Some(error);
             }
         }
-        Poll::Pending
+        if let Poll::Ready(result) = response_future.as_mut().poll(cx) {
+            // After a connection failure it reports the same failure.
+            return Poll::Ready(result);
+        }
+        match failed {
+            Some(error) => Poll::Ready(Err(error)),
+            None => Poll::Pending,
+        }
     })
     .await;
     let response = match result {
@@ -433,4 +465,32 @@ fn origin_form(uri: &Uri) -> Uri {
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
     Uri::from(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    fn key(uri: &str) -> Option<PoolKey> {
+        PoolKey::of(&uri.parse().unwrap())
+    }
+
+    #[test]
+    fn pool_key_is_scheme_host_and_port() {
+        let keys: HashSet<PoolKey> = [
+            "http://Example.com/a",
+            "http://example.COM:80/b",
+            "HTTP://example.com/?q",
+        ]
+        .iter()
+        .filter_map(|u| key(u))
+        .collect();
+        assert_eq!(keys.len(), 1, "case and the default port do not matter");
+        assert_ne!(key("http://example.com/"), key("https://example.com/"));
+        assert_ne!(key("http://example.com/"), key("http://example.com:8080/"));
+        assert_eq!(key("https://example.com/"), key("https://example.com:443/"));
+        assert!(key("/relative").is_none());
+        assert!(key("ftp://example.com/").is_none());
+    }
 }
