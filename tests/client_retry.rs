@@ -290,6 +290,12 @@ async fn idempotent_get_on_a_stale_connection_is_retried_on_a_new_one() {
     assert_eq!(stats.retries, 1, "{}", stats.to_json());
     assert_eq!(stats.opened, 2, "{}", stats.to_json());
     assert_eq!(
+        stats.closed(keepalive::client::PoolCloseReason::Stale),
+        1,
+        "the dead reused connection is counted as stale: {}",
+        stats.to_json()
+    );
+    assert_eq!(
         stats.requests,
         3,
         "two requests, one retry: {}",

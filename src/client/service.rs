@@ -349,7 +349,17 @@ where
                 }
             };
         inner.stats.request(reused);
-        match send_on(&inner, key.clone(), io, history, request, asked_close).await {
+        match send_on(
+            &inner,
+            reused,
+            key.clone(),
+            io,
+            history,
+            request,
+            asked_close,
+        )
+        .await
+        {
             Ok(response) => return Ok(response),
             Err(Failure { error, stale }) => {
                 if !(reused && stale) {
@@ -377,6 +387,7 @@ struct Failure {
 
 async fn send_on<C, B>(
     inner: &Inner<C>,
+    reused: bool,
     key: PoolKey,
     io: C::Response,
     history: History<C::Response>,
@@ -438,7 +449,13 @@ where
                 let parts = conn.into_parts();
                 parts.io.inner().read == 0 && parts.read_buf.is_empty()
             });
-            driver.close_with(PoolCloseReason::Error);
+            // A reused connection that failed before any response byte was dead on arrival
+            // (the server closed it while it sat idle): counted apart from real errors.
+            driver.close_with(if stale && reused {
+                PoolCloseReason::Stale
+            } else {
+                PoolCloseReason::Error
+            });
             return Err(Failure { error, stale });
         }
     };

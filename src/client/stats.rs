@@ -27,13 +27,16 @@ pub enum PoolCloseReason {
     TooManyIdle,
     /// A request or response body was dropped before its end: the connection is in doubt.
     Canceled,
+    /// A reused connection failed before any response byte: the server had closed it while it
+    /// was idle (the request is retried when it may be).
+    Stale,
     /// An I/O or protocol error.
     Error,
 }
 
 impl PoolCloseReason {
     /// Every reason, in a fixed order.
-    pub const ALL: [PoolCloseReason; 11] = [
+    pub const ALL: [PoolCloseReason; 12] = [
         PoolCloseReason::IdleTimeout,
         PoolCloseReason::ServerTimeout,
         PoolCloseReason::ServerFin,
@@ -44,6 +47,7 @@ impl PoolCloseReason {
         PoolCloseReason::MaxLifetime,
         PoolCloseReason::TooManyIdle,
         PoolCloseReason::Canceled,
+        PoolCloseReason::Stale,
         PoolCloseReason::Error,
     ];
 
@@ -60,6 +64,7 @@ impl PoolCloseReason {
             PoolCloseReason::MaxLifetime => "max_lifetime",
             PoolCloseReason::TooManyIdle => "too_many_idle",
             PoolCloseReason::Canceled => "canceled",
+            PoolCloseReason::Stale => "stale",
             PoolCloseReason::Error => "error",
         }
     }
