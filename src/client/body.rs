@@ -1,8 +1,10 @@
 //! Request and response bodies of the client, and the driver that runs a hyper connection from
-//! inside them: no task per connection, and the socket goes back to the pool bare (without
-//! hyper's buffers) the moment the response ends.
+//! inside them: no task per connection; the connection goes back to the pool, with hyper's
+//! state, the moment the response ends.
 
 use std::pin::Pin;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
@@ -10,13 +12,12 @@ use http::{HeaderMap, Version};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::body::{Buf as _, Bytes, Incoming};
-use hyper::client::conn::http1::{Connection, SendRequest};
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::http1::SendRequest;
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
-use super::io::CountingIo;
+use super::conn::{ClientConn, Hot, Http1, ReqBody};
 use super::pool::{History, Pool, Reuse};
 use super::service::PoolKey;
 use super::stats::PoolCloseReason;
@@ -123,29 +124,24 @@ pub(crate) trait Drive: Send {
 }
 
 /// See [`Drive`].
-pub(crate) struct Driver<T, B>
+pub(crate) struct Driver<T>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<crate::BoxError>,
 {
-    pub(crate) tx: Option<SendRequest<RequestBody<B>>>,
-    pub(crate) conn: Option<Connection<TokioIo<CountingIo<T>>, RequestBody<B>>>,
-    pub(crate) pool: Pool<PoolKey, T>,
+    pub(crate) tx: Option<SendRequest<ReqBody>>,
+    pub(crate) conn: Option<Http1<T>>,
+    pub(crate) read: Arc<AtomicU64>,
+    pub(crate) pool: Pool<PoolKey, ClientConn<T>>,
     pub(crate) key: Option<PoolKey>,
-    pub(crate) history: Option<History<T>>,
+    pub(crate) history: Option<History<ClientConn<T>>>,
     pub(crate) after: AfterResponse,
     pub(crate) margin: Option<Duration>,
     pub(crate) honour_server: bool,
 }
 
-impl<T, B> std::fmt::Debug for Driver<T, B>
+impl<T> std::fmt::Debug for Driver<T>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<crate::BoxError>,
 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Driver")
@@ -154,12 +150,9 @@ where
     }
 }
 
-impl<T, B> Driver<T, B>
+impl<T> Driver<T>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<crate::BoxError>,
 {
     pub(crate) fn close_with(&mut self, reason: PoolCloseReason) {
         self.tx = None;
@@ -187,12 +180,9 @@ where
     }
 }
 
-impl<T, B> Drive for Driver<T, B>
+impl<T> Drive for Driver<T>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<crate::BoxError>,
 {
     fn poll_drive(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), hyper::Error>> {
         let Some(conn) = self.conn.as_mut() else {
@@ -225,28 +215,16 @@ where
             }
             AfterResponse::Reuse { keep_alive } => keep_alive,
         };
-        // Dropping the sender lets hyper finish once the connection is idle.
-        self.tx = None;
-        let Some(conn) = self.conn.as_mut() else {
+        // hyper's state stays with the socket (hot) until the pool parks it.
+        let (Some(tx), Some(conn)) = (self.tx.take(), self.conn.take()) else {
             return Poll::Ready(());
         };
-        match ready!(conn.poll_without_shutdown(cx)) {
-            Ok(()) => {}
-            // The response is complete: what failed is bytes nobody asked for.
-            Err(_) => {
-                self.close_with(PoolCloseReason::UnexpectedData);
-                return Poll::Ready(());
-            }
-        }
-        let Some(conn) = self.conn.take() else {
-            return Poll::Ready(());
-        };
-        let parts = conn.into_parts();
-        if !parts.read_buf.is_empty() {
-            self.close_with(PoolCloseReason::UnexpectedData);
-            return Poll::Ready(());
-        }
-        let io = parts.io.into_inner().inner;
+        let _ = cx;
+        let io = ClientConn::Hot(Box::new(Hot {
+            tx,
+            conn,
+            read: self.read.clone(),
+        }));
         let reuse = self.reuse_hint(keep_alive);
         let Some(key) = self.key.take() else {
             return Poll::Ready(());
@@ -259,12 +237,9 @@ where
     }
 }
 
-impl<T, B> Drop for Driver<T, B>
+impl<T> Drop for Driver<T>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<crate::BoxError>,
 {
     fn drop(&mut self) {
         if let Some(key) = self.key.take() {

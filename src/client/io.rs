@@ -9,7 +9,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 #[derive(Debug)]
 pub(crate) struct CountingIo<T> {
     pub(crate) inner: T,
-    pub(crate) read: u64,
+    /// Shared with the pooled connection, which outlives one hyper state.
+    pub(crate) read: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for CountingIo<T> {
@@ -20,7 +21,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for CountingIo<T> {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let result = Pin::new(&mut self.inner).poll_read(cx, buf);
-        self.read += (buf.filled().len() - before) as u64;
+        let n = buf.filled().len() - before;
+        if n > 0 {
+            self.read
+                .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        }
         result
     }
 }

@@ -1,8 +1,9 @@
 //! A keyed pool of idle connections, generic over the connection, with an event-driven FIN
 //! watch on every idle one.
 //!
-//! Idle connections are kept bare (no HTTP codec, no buffers): the connection itself plus a
-//! few timestamps. Each connection has one small watcher task for its whole life, started the
+//! Idle connections are kept small: after [`PoolConfig::park_after`] a connection gives back
+//! what it keeps only for quick reuse ([`Idle::park`]; the HTTP client drops hyper's state and
+//! keeps the socket), leaving the connection itself plus a few timestamps. Each connection has one small watcher task for its whole life, started the
 //! first time it is returned. While the connection is idle the watcher is registered for its
 //! readability and reads at most one byte when woken: zero bytes is the server's FIN, any byte
 //! is a protocol violation (nobody asked), an error is a reset; each evicts and closes the
@@ -45,7 +46,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, ReadBuf};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
@@ -60,6 +61,7 @@ pub struct PoolConfig {
     pub(crate) idle_timeout: Duration,
     pub(crate) max_lifetime: Option<Duration>,
     pub(crate) max_requests: Option<u32>,
+    pub(crate) park_after: Option<Duration>,
 }
 
 impl Default for PoolConfig {
@@ -71,6 +73,7 @@ impl Default for PoolConfig {
             idle_timeout: Duration::from_secs(50),
             max_lifetime: None,
             max_requests: None,
+            park_after: Some(Duration::from_millis(100)),
         }
     }
 }
@@ -119,6 +122,16 @@ impl PoolConfig {
     /// Default is no limit.
     pub fn max_lifetime(mut self, lifetime: Option<Duration>) -> Self {
         self.max_lifetime = lifetime;
+        self
+    }
+
+    /// How long a connection stays idle before [`Idle::park`] may give back the memory it
+    /// keeps for quick reuse (the HTTP client drops hyper's state and keeps the bare socket).
+    /// `None` never parks.
+    ///
+    /// Default is 100 ms.
+    pub fn park_after(mut self, after: Option<Duration>) -> Self {
+        self.park_after = after;
         self
     }
 
@@ -208,6 +221,8 @@ struct Watch<T> {
 struct WatchState<T> {
     /// The parked connection, while it is idle.
     idle: Option<(T, Meta)>,
+    /// When to give the idle connection's spare memory back ([`Idle::park`]), if not yet.
+    park_at: Option<Instant>,
     /// When the current idle period ends, and why.
     deadline: Instant,
     reason: PoolCloseReason,
@@ -234,15 +249,40 @@ impl<T> Watch<T> {
     }
 }
 
-/// Reads at most one byte of an idle connection; `Ready` with why it must close.
-fn poll_idle<T: AsyncRead + Unpin>(io: &mut T, cx: &mut Context<'_>) -> Poll<PoolCloseReason> {
-    let mut byte = [0u8; 1];
-    let mut buf = ReadBuf::new(&mut byte);
-    match Pin::new(io).poll_read(cx, &mut buf) {
-        Poll::Ready(Ok(())) if buf.filled().is_empty() => Poll::Ready(PoolCloseReason::ServerFin),
-        Poll::Ready(Ok(())) => Poll::Ready(PoolCloseReason::UnexpectedData),
-        Poll::Ready(Err(_)) => Poll::Ready(PoolCloseReason::Error),
-        Poll::Pending => Poll::Pending,
+/// A connection the [`Pool`] can watch while it sits idle. Implemented for every tokio
+/// `AsyncRead` (it reads at most one byte: zero bytes is the peer's FIN, any byte a protocol
+/// violation, an error a reset); the HTTP client implements it for its own connections.
+pub trait Idle: Send + 'static {
+    /// Polls the idle connection, registering the task for what it waits on: `Ready` with the
+    /// reason it must be closed now.
+    fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<PoolCloseReason>;
+
+    /// The connection has been idle for [`PoolConfig::park_after`]: a chance to give back
+    /// memory it holds only for quick reuse (a protocol codec, buffers). `Err` closes it
+    /// instead. The default does nothing.
+    fn park(&mut self) -> Result<(), PoolCloseReason> {
+        Ok(())
+    }
+
+    /// Whether [`park`](Idle::park) would do anything now (so the pool sets no timer for it
+    /// otherwise). The default says no.
+    fn parks(&self) -> bool {
+        false
+    }
+}
+
+impl<T: AsyncRead + Unpin + Send + 'static> Idle for T {
+    fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<PoolCloseReason> {
+        let mut byte = [0u8; 1];
+        let mut buf = ReadBuf::new(&mut byte);
+        match Pin::new(self).poll_read(cx, &mut buf) {
+            Poll::Ready(Ok(())) if buf.filled().is_empty() => {
+                Poll::Ready(PoolCloseReason::ServerFin)
+            }
+            Poll::Ready(Ok(())) => Poll::Ready(PoolCloseReason::UnexpectedData),
+            Poll::Ready(Err(_)) => Poll::Ready(PoolCloseReason::Error),
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 
@@ -347,7 +387,7 @@ fn lock<X>(mutex: &Mutex<X>) -> MutexGuard<'_, X> {
 impl<K, T> Pool<K, T>
 where
     K: Eq + Hash + Clone + Send + 'static,
-    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    T: Idle,
 {
     /// An empty pool.
     pub fn new(config: PoolConfig) -> Self {
@@ -547,6 +587,7 @@ where
                 let watch = Arc::new(Watch {
                     state: Mutex::new(WatchState {
                         idle: None,
+                        park_at: None,
                         deadline,
                         reason,
                         armed: None,
@@ -564,7 +605,7 @@ where
             // Register the watcher for the socket's readability from here: the watcher task
             // need not run for it. A FIN (or anything) already there closes it now.
             if let Some(waker) = state.waker.clone() {
-                if let Poll::Ready(reason) = poll_idle(&mut io, &mut Context::from_waker(&waker)) {
+                if let Poll::Ready(reason) = io.poll_idle(&mut Context::from_waker(&waker)) {
                     state.retired = true;
                     let waker = state.waker.take();
                     drop(state);
@@ -581,12 +622,15 @@ where
             state.idle = Some((io, meta));
             state.deadline = deadline;
             state.reason = reason;
+            let park_at = config
+                .park_after
+                .filter(|_| state.idle.as_ref().is_some_and(|(io, _)| io.parks()))
+                .map(|after| now + after);
+            state.park_at = park_at;
             // The watcher's timer only needs moving when this deadline is earlier, or when it
             // went off while the connection was in use (the watcher then left it alone).
-            if state
-                .armed
-                .is_none_or(|armed| deadline < armed || armed <= now)
-            {
+            let due = park_at.map_or(deadline, |at| at.min(deadline));
+            if state.armed.is_none_or(|armed| due < armed || armed <= now) {
                 state.waker.clone()
             } else {
                 None
@@ -644,7 +688,7 @@ fn release_place<T>(host: &mut Host<T>) {
 async fn watch_connection<K, T>(pool: Weak<Shared<K, T>>, key: K, watch: Arc<Watch<T>>)
 where
     K: Eq + Hash,
-    T: AsyncRead + Unpin,
+    T: Idle,
 {
     let mut timer = std::pin::pin!(tokio::time::sleep_until(Instant::now()));
     let reason = poll_fn(|cx| {
@@ -664,24 +708,45 @@ where
             // In use: nothing to watch until it comes back (the return wakes us if needed).
             return Poll::Pending;
         };
-        if let Poll::Ready(reason) = poll_idle(io, cx) {
+        if let Poll::Ready(reason) = io.poll_idle(cx) {
             return Poll::Ready(Some(reason));
         }
         loop {
+            // The timer serves the park deadline first, then the close deadline.
+            let due = match state.park_at {
+                Some(park_at) if park_at < state.deadline => park_at,
+                _ => state.deadline,
+            };
             match state.armed {
-                Some(armed) if armed <= state.deadline => {}
+                Some(armed) if armed <= due => {}
                 _ => {
-                    timer.as_mut().reset(state.deadline);
-                    state.armed = Some(state.deadline);
+                    timer.as_mut().reset(due);
+                    state.armed = Some(due);
                 }
             }
             match timer.as_mut().poll(cx) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(()) if Instant::now() >= state.deadline => {
-                    return Poll::Ready(Some(state.reason))
+                Poll::Ready(()) => {
+                    state.armed = None;
+                    let now = Instant::now();
+                    if state.park_at.is_some_and(|at| now >= at) {
+                        state.park_at = None;
+                        let Some((io, _)) = state.idle.as_mut() else {
+                            return Poll::Pending;
+                        };
+                        if let Err(reason) = io.park() {
+                            return Poll::Ready(Some(reason));
+                        }
+                        // Watch what is left (the bare connection).
+                        if let Poll::Ready(reason) = io.poll_idle(cx) {
+                            return Poll::Ready(Some(reason));
+                        }
+                    }
+                    if now >= state.deadline {
+                        return Poll::Ready(Some(state.reason));
+                    }
+                    // Fired for an earlier idle period: move on to this one's deadlines.
                 }
-                // Fired for an earlier idle period: move on to this one's deadline.
-                Poll::Ready(()) => state.armed = None,
             }
         }
     })

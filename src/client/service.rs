@@ -1,5 +1,6 @@
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -15,6 +16,7 @@ use tracing::Instrument;
 
 use super::body::{AfterResponse, Drive, Driver, RequestBody, ResponseBody};
 use super::config::ClientConfig;
+use super::conn::{ClientConn, Hot, ReqBody};
 use super::connector::TcpConnector;
 use super::error::{Error, ErrorKind};
 use super::io::CountingIo;
@@ -120,24 +122,24 @@ impl std::hash::Hash for PoolKey {
 /// ```
 pub struct Client<C = TcpConnector>
 where
-    C: tower_service::Service<Uri>,
+    C: Connect,
 {
     inner: Arc<Inner<C>>,
 }
 
 struct Inner<C>
 where
-    C: tower_service::Service<Uri>,
+    C: Connect,
 {
     connector: C,
-    pool: Pool<PoolKey, C::Response>,
+    pool: Pool<PoolKey, ClientConn<C::Response>>,
     config: ClientConfig,
     stats: ClientStats,
 }
 
 impl<C> Clone for Client<C>
 where
-    C: tower_service::Service<Uri>,
+    C: Connect,
 {
     fn clone(&self) -> Self {
         Client {
@@ -148,7 +150,7 @@ where
 
 impl<C> std::fmt::Debug for Client<C>
 where
-    C: tower_service::Service<Uri>,
+    C: Connect,
 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
@@ -339,7 +341,7 @@ where
                     match connected {
                         Ok(io) => {
                             inner.stats.opened();
-                            (io, slot.into_history(), false)
+                            (ClientConn::Bare(io), slot.into_history(), false)
                         }
                         Err(error) => {
                             inner.pool.discard(&key, PoolCloseReason::Error);
@@ -389,32 +391,46 @@ async fn send_on<C, B>(
     inner: &Inner<C>,
     reused: bool,
     key: PoolKey,
-    io: C::Response,
-    history: History<C::Response>,
+    conn: ClientConn<C::Response>,
+    history: History<ClientConn<C::Response>>,
     request: Request<RequestBody<B>>,
     asked_close: bool,
 ) -> Result<Response<ResponseBody>, Failure>
 where
-    C: tower_service::Service<Uri>,
-    C::Response: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    C: Connect,
     B: Body + Send + 'static,
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    let io = TokioIo::new(CountingIo { inner: io, read: 0 });
-    let (mut tx, conn) = match hyper::client::conn::http1::handshake(io).await {
-        Ok(pair) => pair,
-        Err(error) => {
-            inner.pool.discard(&key, PoolCloseReason::Error);
-            return Err(Failure {
-                error,
-                stale: false,
-            });
+    let (mut tx, conn, read) = match conn {
+        ClientConn::Hot(hot) => {
+            let Hot { tx, conn, read } = *hot;
+            (tx, conn, read)
         }
+        ClientConn::Bare(io) => {
+            let read = Arc::new(AtomicU64::new(0));
+            let io = TokioIo::new(CountingIo {
+                inner: io,
+                read: read.clone(),
+            });
+            match hyper::client::conn::http1::handshake::<_, ReqBody>(io).await {
+                Ok((tx, conn)) => (tx, conn, read),
+                Err(error) => {
+                    inner.pool.discard(&key, PoolCloseReason::Error);
+                    return Err(Failure {
+                        error,
+                        stale: false,
+                    });
+                }
+            }
+        }
+        ClientConn::Gone => unreachable!("the pool never hands out a moved connection"),
     };
+    let read_before = read.load(Ordering::Relaxed);
     let mut driver = Driver {
         tx: None,
         conn: Some(conn),
+        read,
         pool: inner.pool.clone(),
         key: Some(key),
         history: Some(history),
@@ -422,6 +438,27 @@ where
         margin: inner.config.keep_alive_margin,
         honour_server: inner.config.honour_server_keep_alive,
     };
+    // A kept hyper state must be ready for the next request (it is, once it has seen the
+    // previous response through; a dead connection says so here).
+    let ready = poll_fn(|cx| {
+        if let Some(conn) = driver.conn.as_mut() {
+            if let Poll::Ready(Err(error)) = conn.poll_without_shutdown(cx) {
+                return Poll::Ready(Err(error));
+            }
+        }
+        tx.poll_ready(cx)
+    })
+    .await;
+    if let Err(error) = ready {
+        let stale = driver.read.load(Ordering::Relaxed) == read_before;
+        driver.close_with(if stale && reused {
+            PoolCloseReason::Stale
+        } else {
+            PoolCloseReason::Error
+        });
+        return Err(Failure { error, stale });
+    }
+    let request = request.map(|body| body.boxed_unsync());
     let mut response_future = std::pin::pin!(tx.send_request(request));
     // The connection first (it writes the request, reads the response and hands it to the
     // response future), then the response future in the same poll: no extra wake-up.
@@ -445,10 +482,7 @@ where
     let response = match result {
         Ok(response) => response,
         Err(error) => {
-            let stale = driver.conn.take().is_some_and(|conn| {
-                let parts = conn.into_parts();
-                parts.io.inner().read == 0 && parts.read_buf.is_empty()
-            });
+            let stale = driver.read.load(Ordering::Relaxed) == read_before;
             // A reused connection that failed before any response byte was dead on arrival
             // (the server closed it while it sat idle): counted apart from real errors.
             driver.close_with(if stale && reused {
