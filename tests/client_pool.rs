@@ -361,3 +361,33 @@ async fn http10_requests_ask_for_keep_alive_and_are_reused() {
     }
     assert_eq!(client.stats().snapshot().opened, 1);
 }
+
+#[tokio::test]
+async fn parked_connections_are_reused_and_still_watched() {
+    let server = TestServer::start(ServerConfig::new()).await;
+    let client = Client::new(ClientConfig::new().park_after(Some(Duration::from_millis(50))));
+    let uri = uri(&server, "/");
+    get_ok(&client, &uri).await;
+    // A real idle gap past park_after: the connection is parked as the bare socket.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    get_ok(&client, &uri).await;
+    let stats = client.stats().snapshot();
+    assert_eq!(
+        stats.opened,
+        1,
+        "the parked connection was reused: {}",
+        stats.to_json()
+    );
+    assert_eq!(stats.reused, 1);
+
+    // A server FIN on a parked connection still evicts it at once.
+    let (addr, _raw) = raw_server(1, "close").await;
+    let raw_uri: http::Uri = format!("http://{addr}/").parse().unwrap();
+    let client = Client::new(ClientConfig::new().park_after(Some(Duration::from_millis(1))));
+    get_ok(&client, &raw_uri).await;
+    wait_until("evicted on the server's FIN", SOON, || {
+        client.stats().snapshot().closed(PoolCloseReason::ServerFin) == 1
+    })
+    .await;
+    assert_eq!(client.idle_connections(&raw_uri), 0);
+}
