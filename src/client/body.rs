@@ -3,8 +3,6 @@
 //! state, the moment the response ends.
 
 use std::pin::Pin;
-use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
@@ -12,12 +10,11 @@ use http::{HeaderMap, Version};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::body::{Buf as _, Bytes, Incoming};
-use hyper::client::conn::http1::SendRequest;
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
-use super::conn::{ClientConn, Hot, Http1, ReqBody};
+use super::conn::{ClientConn, Hot};
 use super::pool::{History, Pool, Reuse};
 use super::service::PoolKey;
 use super::stats::PoolCloseReason;
@@ -128,9 +125,9 @@ pub(crate) struct Driver<T>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    pub(crate) tx: Option<SendRequest<ReqBody>>,
-    pub(crate) conn: Option<Http1<T>>,
-    pub(crate) read: Arc<AtomicU64>,
+    /// hyper's state and the socket, boxed once per connection and handed back and forth
+    /// with the pool without moving it.
+    pub(crate) hot: Option<Box<Hot<T>>>,
     pub(crate) pool: Pool<PoolKey, ClientConn<T>>,
     pub(crate) key: Option<PoolKey>,
     pub(crate) history: Option<History<ClientConn<T>>>,
@@ -155,8 +152,7 @@ where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     pub(crate) fn close_with(&mut self, reason: PoolCloseReason) {
-        self.tx = None;
-        self.conn = None;
+        self.hot = None;
         if let Some(key) = self.key.take() {
             tracing::debug!(reason = reason.name(), "closing client connection");
             self.pool.discard(&key, reason);
@@ -185,13 +181,12 @@ where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     fn poll_drive(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), hyper::Error>> {
-        let Some(conn) = self.conn.as_mut() else {
+        let Some(hot) = self.hot.as_mut() else {
             return Poll::Pending;
         };
-        match conn.poll_without_shutdown(cx) {
+        match hot.conn.poll_without_shutdown(cx) {
             Poll::Ready(Err(error)) => {
-                self.tx = None;
-                self.conn = None;
+                self.hot = None;
                 Poll::Ready(Err(error))
             }
             // Done without an error while the sender lives: the connection closed.
@@ -216,15 +211,11 @@ where
             AfterResponse::Reuse { keep_alive } => keep_alive,
         };
         // hyper's state stays with the socket (hot) until the pool parks it.
-        let (Some(tx), Some(conn)) = (self.tx.take(), self.conn.take()) else {
+        let Some(hot) = self.hot.take() else {
             return Poll::Ready(());
         };
         let _ = cx;
-        let io = ClientConn::Hot(Box::new(Hot {
-            tx,
-            conn,
-            read: self.read.clone(),
-        }));
+        let io = ClientConn::Hot(hot);
         let reuse = self.reuse_hint(keep_alive);
         let Some(key) = self.key.take() else {
             return Poll::Ready(());

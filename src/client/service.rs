@@ -57,6 +57,9 @@ pub struct PoolKey {
     https: bool,
     authority: http::uri::Authority,
     port: u16,
+    /// FNV-1a of the lowercase host, computed once: hashing and comparing keys on every
+    /// checkout then costs no scan of the string.
+    host_hash: u64,
 }
 
 impl PoolKey {
@@ -69,10 +72,17 @@ impl PoolKey {
         };
         let authority = uri.authority()?.clone();
         let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let host_hash = authority
+            .host()
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| {
+                (hash ^ u64::from(byte.to_ascii_lowercase())).wrapping_mul(0x0100_0000_01b3)
+            });
         Some(PoolKey {
             https,
             authority,
             port,
+            host_hash,
         })
     }
 
@@ -85,6 +95,7 @@ impl PartialEq for PoolKey {
     fn eq(&self, other: &Self) -> bool {
         self.https == other.https
             && self.port == other.port
+            && self.host_hash == other.host_hash
             && self.host().eq_ignore_ascii_case(other.host())
     }
 }
@@ -93,11 +104,7 @@ impl Eq for PoolKey {}
 
 impl std::hash::Hash for PoolKey {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.https.hash(state);
-        self.port.hash(state);
-        for byte in self.host().bytes() {
-            state.write_u8(byte.to_ascii_lowercase());
-        }
+        state.write_u64(self.host_hash ^ (u64::from(self.port) << 1) ^ u64::from(self.https));
     }
 }
 
@@ -402,11 +409,8 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    let (mut tx, conn, read) = match conn {
-        ClientConn::Hot(hot) => {
-            let Hot { tx, conn, read } = *hot;
-            (tx, conn, read)
-        }
+    let hot = match conn {
+        ClientConn::Hot(hot) => hot,
         ClientConn::Bare(io) => {
             let read = Arc::new(AtomicU64::new(0));
             let io = TokioIo::new(CountingIo {
@@ -414,7 +418,7 @@ where
                 read: read.clone(),
             });
             match hyper::client::conn::http1::handshake::<_, ReqBody>(io).await {
-                Ok((tx, conn)) => (tx, conn, read),
+                Ok((tx, conn)) => Box::new(Hot { tx, conn, read }),
                 Err(error) => {
                     inner.pool.discard(&key, PoolCloseReason::Error);
                     return Err(Failure {
@@ -426,11 +430,10 @@ where
         }
         ClientConn::Gone => unreachable!("the pool never hands out a moved connection"),
     };
+    let read = hot.read.clone();
     let read_before = read.load(Ordering::Relaxed);
     let mut driver = Driver {
-        tx: None,
-        conn: Some(conn),
-        read,
+        hot: Some(hot),
         pool: inner.pool.clone(),
         key: Some(key),
         history: Some(history),
@@ -441,16 +444,17 @@ where
     // A kept hyper state must be ready for the next request (it is, once it has seen the
     // previous response through; a dead connection says so here).
     let ready = poll_fn(|cx| {
-        if let Some(conn) = driver.conn.as_mut() {
-            if let Poll::Ready(Err(error)) = conn.poll_without_shutdown(cx) {
-                return Poll::Ready(Err(error));
-            }
+        let Some(hot) = driver.hot.as_mut() else {
+            return Poll::Pending;
+        };
+        if let Poll::Ready(Err(error)) = hot.conn.poll_without_shutdown(cx) {
+            return Poll::Ready(Err(error));
         }
-        tx.poll_ready(cx)
+        hot.tx.poll_ready(cx)
     })
     .await;
     if let Err(error) = ready {
-        let stale = driver.read.load(Ordering::Relaxed) == read_before;
+        let stale = read.load(Ordering::Relaxed) == read_before;
         driver.close_with(if stale && reused {
             PoolCloseReason::Stale
         } else {
@@ -459,13 +463,16 @@ where
         return Err(Failure { error, stale });
     }
     let request = request.map(|body| body.boxed_unsync());
-    let mut response_future = std::pin::pin!(tx.send_request(request));
+    let Some(hot) = driver.hot.as_mut() else {
+        unreachable!("set above and only taken on failure");
+    };
+    let mut response_future = std::pin::pin!(hot.tx.send_request(request));
     // The connection first (it writes the request, reads the response and hands it to the
     // response future), then the response future in the same poll: no extra wake-up.
     let result = poll_fn(|cx| {
         let mut failed = None;
-        if let Some(conn) = driver.conn.as_mut() {
-            if let Poll::Ready(Err(error)) = conn.poll_without_shutdown(cx) {
+        if let Some(hot) = driver.hot.as_mut() {
+            if let Poll::Ready(Err(error)) = hot.conn.poll_without_shutdown(cx) {
                 failed = Some(error);
             }
         }
@@ -482,7 +489,7 @@ where
     let response = match result {
         Ok(response) => response,
         Err(error) => {
-            let stale = driver.read.load(Ordering::Relaxed) == read_before;
+            let stale = read.load(Ordering::Relaxed) == read_before;
             // A reused connection that failed before any response byte was dead on arrival
             // (the server closed it while it sat idle): counted apart from real errors.
             driver.close_with(if stale && reused {
@@ -493,7 +500,6 @@ where
             return Err(Failure { error, stale });
         }
     };
-    driver.tx = Some(tx);
     driver.after = AfterResponse::decide(
         asked_close,
         response.version(),
