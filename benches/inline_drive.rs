@@ -14,6 +14,7 @@
 use http::Request;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::{Bytes, Incoming};
+use hyper::client::conn::http1::{Connection, SendRequest};
 use hyper_util::rt::TokioIo;
 use std::future::poll_fn;
 use std::net::SocketAddr;
@@ -52,12 +53,15 @@ fn server() -> SocketAddr {
     addr
 }
 
-/// One request on a bare socket: a fresh hyper state, driven inline, then the socket back.
-async fn one_inline_fresh(io: TcpStream) -> TcpStream {
-    let (mut tx, mut conn) =
-        hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(io))
-            .await
-            .unwrap();
+/// One GET driven from this task: hyper's connection is polled alongside the response and
+/// its body, as the crate's client does.
+async fn get_inline(tx: &mut SendRequest<Empty<Bytes>>, conn: &mut Conn) {
+    poll_fn(|cx| {
+        let _ = conn.poll_without_shutdown(cx);
+        tx.poll_ready(cx)
+    })
+    .await
+    .unwrap();
     let req = Request::get("/")
         .header("host", "x")
         .body(Empty::new())
@@ -70,16 +74,24 @@ async fn one_inline_fresh(io: TcpStream) -> TcpStream {
     .await
     .unwrap();
     let mut body = resp.into_body();
-    loop {
-        let f = poll_fn(|cx| {
-            let _ = conn.poll_without_shutdown(cx);
-            std::pin::Pin::new(&mut body).poll_frame(cx)
-        })
-        .await;
-        if f.is_none() {
-            break;
-        }
-    }
+    while poll_fn(|cx| {
+        let _ = conn.poll_without_shutdown(cx);
+        std::pin::Pin::new(&mut body).poll_frame(cx)
+    })
+    .await
+    .is_some()
+    {}
+}
+
+type Conn = Connection<TokioIo<TcpStream>, Empty<Bytes>>;
+
+/// One request on a bare socket: a fresh hyper state, driven inline, then the socket back.
+async fn one_inline_fresh(io: TcpStream) -> TcpStream {
+    let (mut tx, mut conn) =
+        hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(io))
+            .await
+            .unwrap();
+    get_inline(&mut tx, &mut conn).await;
     drop(tx);
     poll_fn(|cx| conn.poll_without_shutdown(cx)).await.unwrap();
     conn.into_parts().io.into_inner()
@@ -110,34 +122,7 @@ async fn run(addr: SocketAddr, c: usize, d: Duration, mode: u8) -> f64 {
                         .await
                         .unwrap();
                 while Instant::now() < end {
-                    poll_fn(|cx| {
-                        let _ = conn.poll_without_shutdown(cx);
-                        tx.poll_ready(cx)
-                    })
-                    .await
-                    .unwrap();
-                    let req = Request::get("/")
-                        .header("host", "x")
-                        .body(Empty::new())
-                        .unwrap();
-                    let mut fut = std::pin::pin!(tx.send_request(req));
-                    let resp = poll_fn(|cx| {
-                        let _ = conn.poll_without_shutdown(cx);
-                        fut.as_mut().poll(cx)
-                    })
-                    .await
-                    .unwrap();
-                    let mut body = resp.into_body();
-                    loop {
-                        let f = poll_fn(|cx| {
-                            let _ = conn.poll_without_shutdown(cx);
-                            std::pin::Pin::new(&mut body).poll_frame(cx)
-                        })
-                        .await;
-                        if f.is_none() {
-                            break;
-                        }
-                    }
+                    get_inline(&mut tx, &mut conn).await;
                     n += 1;
                 }
             } else {

@@ -358,15 +358,7 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 async fn route(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     let body = match req.uri().path() {
         "/slow" => {
-            let ms = req
-                .uri()
-                .query()
-                .unwrap_or("")
-                .split('&')
-                .find_map(|kv| kv.strip_prefix("ms="))
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(1000)
-                .min(60_000);
+            let ms = support::slow_ms(req.uri(), 60_000);
             tokio::time::sleep(Duration::from_millis(ms)).await;
             Bytes::from(format!("slept {ms} ms"))
         }

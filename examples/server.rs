@@ -134,15 +134,7 @@ async fn route(req: Request<Incoming>, stats: Option<String>) -> Response<Full<B
     match req.uri().path() {
         "/" => text(StatusCode::OK, "hello, world!".into()),
         "/slow" => {
-            let ms = req
-                .uri()
-                .query()
-                .unwrap_or("")
-                .split('&')
-                .find_map(|kv| kv.strip_prefix("ms="))
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(1000)
-                .min(600_000);
+            let ms = support::slow_ms(req.uri(), 600_000);
             tokio::time::sleep(Duration::from_millis(ms)).await;
             text(StatusCode::OK, format!("slept {ms} ms"))
         }

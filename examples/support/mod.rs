@@ -25,6 +25,17 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(value * scale))
 }
 
+/// The `ms=N` of a `/slow?ms=N` request (default 1000), capped at `max_ms`.
+pub(crate) fn slow_ms(uri: &http::Uri, max_ms: u64) -> u64 {
+    uri.query()
+        .unwrap_or("")
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("ms="))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(1000)
+        .min(max_ms)
+}
+
 /// Resolves when SIGTERM or Ctrl-C arrives.
 pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
