@@ -225,6 +225,19 @@ impl ReadAhead {
         }
     }
 
+    /// Puts bytes back in front of whatever is buffered: the next read returns them first.
+    /// (For a reader that read more than it used and hands the rest back.)
+    pub fn unread(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        let mut buf = Vec::with_capacity(bytes.len() + self.buffered());
+        buf.extend_from_slice(bytes);
+        buf.extend_from_slice(&self.buf[self.start..]);
+        self.buf = buf;
+        self.start = 0;
+    }
+
     /// Gives the buffer's memory back once it is drained.
     fn release(&mut self) {
         self.buf = Vec::new();

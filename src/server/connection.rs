@@ -9,6 +9,7 @@ use std::future::Future as _;
 use std::io;
 use std::net::IpAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -32,6 +33,8 @@ const READ_AHEAD_LIMIT: usize = 64 * 1024;
 pub(crate) enum Phase {
     /// Between requests: nothing of the next request has arrived.
     Idle {
+        /// When the connection went idle (the park timer counts from here).
+        since: Instant,
         deadline: Instant,
         reason: CloseReason,
     },
@@ -57,6 +60,12 @@ pub(crate) struct State {
     /// Whether the handler of the current request is still running (for the count of
     /// handlers dropped because the client left).
     pub(crate) handler_running: bool,
+    /// A request that may upgrade the connection waits until the driver has switched hyper's
+    /// connection to one that supports upgrades (see `driver`).
+    pub(crate) upgrade_wanted: bool,
+    pub(crate) upgrades_on: bool,
+    /// The peer's FIN seen while the connection was parked (nobody reads then).
+    parked_fin: bool,
 }
 
 #[derive(Debug)]
@@ -73,6 +82,9 @@ pub(crate) struct Shared {
     state: Mutex<State>,
     pub(crate) ctx: Arc<ConnContext>,
     born: Instant,
+    /// The last write hyper tried would have blocked: hyper still holds bytes to send, so its
+    /// state must not be taken apart (parked). Set and read on the connection's task only.
+    write_pending: AtomicBool,
 }
 
 impl Shared {
@@ -85,6 +97,7 @@ impl Shared {
             peer,
             state: Mutex::new(State {
                 phase: Phase::Idle {
+                    since: born,
                     deadline: born + config.idle_timeout.min(config.max_age),
                     reason: CloseReason::IdleTimeout,
                 },
@@ -95,9 +108,13 @@ impl Shared {
                 draining: false,
                 linger: None,
                 handler_running: false,
+                upgrade_wanted: false,
+                upgrades_on: false,
+                parked_fin: false,
             }),
             ctx,
             born,
+            write_pending: AtomicBool::new(false),
         }
     }
 
@@ -135,16 +152,42 @@ impl Shared {
                 reason = CloseReason::Drain;
             }
         }
-        Phase::Idle { deadline, reason }
+        Phase::Idle {
+            since: now,
+            deadline,
+            reason,
+        }
     }
 
     /// hyper parsed a request head and calls the service.
-    pub(crate) fn request_started(&self) {
+    ///
+    /// Returns whether the response must wait for upgrades to be switched on (the request may
+    /// upgrade and hyper's connection does not support upgrades yet).
+    pub(crate) fn request_started(&self, may_upgrade: bool) -> bool {
         let mut state = self.lock();
         state.requests = state.requests.saturating_add(1);
         state.handler_running = true;
+        let hold = may_upgrade && !state.upgrades_on;
+        state.upgrade_wanted |= hold;
         self.set_phase(&mut state, Phase::Busy);
         self.ctx.stats.request();
+        hold
+    }
+
+    /// Whether hyper's connection supports upgrades now.
+    pub(crate) fn upgrades_on(&self) -> bool {
+        self.lock().upgrades_on
+    }
+
+    /// For the driver: whether a request waits for upgrades to be switched on. Clears the
+    /// request and records that they are on (the driver switches at once).
+    pub(crate) fn take_upgrade_wanted(&self) -> bool {
+        let mut state = self.lock();
+        let wanted = std::mem::take(&mut state.upgrade_wanted);
+        if wanted {
+            state.upgrades_on = true;
+        }
+        wanted
     }
 
     /// The service answered: decide keep-alive or close, and record it.
@@ -218,12 +261,22 @@ impl Shared {
     /// One look at the connection for its driver, under one lock: the deadline it must wake
     /// up for, if any, and, while a handler runs, the watch for the client's FIN (hyper stops
     /// reading then): `Ready` when the FIN (or an error) is queued.
-    pub(crate) fn poll_watch(&self, cx: &mut Context<'_>) -> (Option<Instant>, Poll<Fill>) {
+    ///
+    /// With `park_after`, an idle connection's deadline is also the time to park it.
+    pub(crate) fn poll_watch(
+        &self,
+        cx: &mut Context<'_>,
+        park_after: Option<Duration>,
+    ) -> (Option<Instant>, Poll<Fill>) {
         let mut state = self.lock();
         match state.phase {
-            Phase::Idle { deadline, .. } | Phase::ReadingHead { deadline } => {
-                (Some(deadline), Poll::Pending)
+            Phase::Idle {
+                since, deadline, ..
+            } => {
+                let park = park_after.map_or(deadline, |after| since + after);
+                (Some(deadline.min(park)), Poll::Pending)
             }
+            Phase::ReadingHead { deadline } => (Some(deadline), Poll::Pending),
             Phase::Busy => {
                 let fill = match state.read_ahead.poll_fill(&self.stream, cx) {
                     // A full buffer: stop watching until hyper drains it (no spinning).
@@ -239,14 +292,49 @@ impl Shared {
     /// What expired, if the phase's deadline has passed.
     pub(crate) fn expired(&self, now: Instant) -> Option<CloseReason> {
         match self.lock().phase {
-            Phase::Idle { deadline, reason } if now >= deadline => Some(reason),
+            Phase::Idle {
+                deadline, reason, ..
+            } if now >= deadline => Some(reason),
             Phase::ReadingHead { deadline } if now >= deadline => Some(CloseReason::HeaderTimeout),
             _ => None,
         }
     }
 
+    /// Whether hyper's state can be taken apart and the connection parked: idle for
+    /// `park_after`, nothing read ahead, nothing hyper still has to write.
+    pub(crate) fn parkable(&self, now: Instant, park_after: Duration) -> bool {
+        if self.write_pending.load(Ordering::Relaxed) {
+            return false;
+        }
+        let state = self.lock();
+        matches!(state.phase, Phase::Idle { since, .. } if now >= since + park_after)
+            && state.read_ahead.buffered() == 0
+            && !state.upgrades_on
+    }
+
+    /// Hands bytes hyper had read but not parsed (the start of a pipelined head) back to the
+    /// read-ahead, in front of anything buffered there, so the next reader gets them first.
+    /// From then on the head is timed by the header timeout.
+    pub(crate) fn unread(&self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        let mut state = self.lock();
+        state.read_ahead.unread(bytes);
+        if let Phase::Idle { .. } = state.phase {
+            let deadline = Instant::now() + self.ctx.config.header_timeout;
+            self.set_phase(&mut state, Phase::ReadingHead { deadline });
+        }
+    }
+
+    /// The peer's FIN arrived while the connection was parked.
+    pub(crate) fn parked_peer_closed(&self) {
+        self.lock().parked_fin = true;
+    }
+
     pub(crate) fn peer_closed(&self) -> bool {
-        self.lock().read_ahead.peer_closed()
+        let state = self.lock();
+        state.parked_fin || state.read_ahead.peer_closed()
     }
 
     pub(crate) fn phase(&self) -> Phase {
@@ -265,6 +353,21 @@ impl Shared {
             .map(|rtt| rtt.saturating_mul(config.linger_rtt_factor))
             .unwrap_or(config.linger);
         rtt_based.clamp(config.linger_floor.min(config.linger), config.linger)
+    }
+}
+
+/// One write to the socket once it is writable.
+fn poll_write_with(
+    stream: &TcpStream,
+    cx: &mut Context<'_>,
+    mut write: impl FnMut(&TcpStream) -> io::Result<usize>,
+) -> Poll<io::Result<usize>> {
+    loop {
+        ready!(stream.poll_write_ready(cx))?;
+        match write(stream) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            result => return Poll::Ready(result),
+        }
     }
 }
 
@@ -307,14 +410,12 @@ impl AsyncWrite for ConnIo {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let stream = &self.shared.stream;
-        loop {
-            ready!(stream.poll_write_ready(cx))?;
-            match stream.try_write(buf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                result => return Poll::Ready(result),
-            }
-        }
+        let shared = &*self.shared;
+        let result = poll_write_with(&shared.stream, cx, |s| s.try_write(buf));
+        shared
+            .write_pending
+            .store(result.is_pending(), Ordering::Relaxed);
+        result
     }
 
     fn poll_write_vectored(
@@ -322,14 +423,12 @@ impl AsyncWrite for ConnIo {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let stream = &self.shared.stream;
-        loop {
-            ready!(stream.poll_write_ready(cx))?;
-            match stream.try_write_vectored(bufs) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                result => return Poll::Ready(result),
-            }
-        }
+        let shared = &*self.shared;
+        let result = poll_write_with(&shared.stream, cx, |s| s.try_write_vectored(bufs));
+        shared
+            .write_pending
+            .store(result.is_pending(), Ordering::Relaxed);
+        result
     }
 
     fn is_write_vectored(&self) -> bool {

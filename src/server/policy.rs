@@ -18,6 +18,8 @@ pub(crate) struct RequestFacts {
     pub(crate) wants_close: bool,
     pub(crate) is_connect: bool,
     pub(crate) is_head: bool,
+    /// The request asks for a protocol upgrade (an `Upgrade` header, or CONNECT).
+    pub(crate) may_upgrade: bool,
 }
 
 impl RequestFacts {
@@ -36,6 +38,8 @@ impl RequestFacts {
             wants_close,
             is_connect: request.method() == Method::CONNECT,
             is_head: request.method() == Method::HEAD,
+            may_upgrade: request.method() == Method::CONNECT
+                || headers.contains_key(http::header::UPGRADE),
         }
     }
 

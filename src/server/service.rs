@@ -31,6 +31,11 @@ pub(crate) struct ConnService<S> {
     policy: Policy,
 }
 
+// hyper's connection must be movable (`Unpin`) to be taken apart when it is parked or switched
+// to upgrades; nothing here is ever pinned through a `ConnService`, so it is `Unpin` whatever
+// the user's service is.
+impl<S> Unpin for ConnService<S> {}
+
 impl<S> ConnService<S> {
     pub(crate) fn new(inner: S, shared: Arc<Shared>, policy: Policy) -> Self {
         ConnService {
@@ -51,14 +56,15 @@ where
     type Future = ConnResponseFuture<Oneshot<S, Request<ReqBody>>>;
 
     fn call(&self, mut request: Request<ReqBody>) -> Self::Future {
-        self.shared.request_started();
         let facts = RequestFacts::of(&request);
+        let hold_for_upgrades = self.shared.request_started(facts.may_upgrade);
         request.extensions_mut().insert(ServedByKeepalive);
         ConnResponseFuture {
             inner: self.inner.clone().oneshot(request),
             shared: Some(self.shared.clone()),
             facts,
             policy: self.policy,
+            hold_for_upgrades,
         }
     }
 }
@@ -73,6 +79,9 @@ pin_project! {
         shared: Option<Arc<Shared>>,
         facts: RequestFacts,
         policy: Policy,
+        // The request may upgrade: its response waits until hyper's connection supports
+        // upgrades (the driver switches it over as soon as hyper returns to it).
+        hold_for_upgrades: bool,
     }
 }
 
@@ -85,6 +94,15 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
+        if *this.hold_for_upgrades {
+            if let Some(shared) = this.shared.as_ref() {
+                if !shared.upgrades_on() {
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+            }
+            *this.hold_for_upgrades = false;
+        }
         let result = ready!(this.inner.poll(cx));
         let Some(shared) = this.shared.take() else {
             // Polled after completion: a contract violation by the caller.

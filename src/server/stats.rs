@@ -96,6 +96,8 @@ struct Counters {
     accepted: AtomicU64,
     active: AtomicU64,
     idle: AtomicU64,
+    parked: AtomicU64,
+    unparked: AtomicU64,
     requests: AtomicU64,
     closed: [AtomicU64; CloseReason::ALL.len()],
     handlers_dropped: AtomicU64,
@@ -116,6 +118,11 @@ pub struct StatsSnapshot {
     pub active: u64,
     /// Connections open now and idle between requests.
     pub idle: u64,
+    /// Idle connections open now that are parked: kept as the bare socket, without hyper's
+    /// HTTP state (see [`ServerConfig::park_after`](crate::ServerConfig::park_after)).
+    pub parked: u64,
+    /// Times a parked connection got its next request and had its HTTP state rebuilt.
+    pub unparked: u64,
     /// Requests answered (handlers called).
     pub requests: u64,
     /// Connections closed, by reason, in the order of [`CloseReason::ALL`].
@@ -149,12 +156,14 @@ impl StatsSnapshot {
     /// The counters as one line of JSON (no dependency needed to read them from a shell).
     pub fn to_json(&self) -> String {
         let mut json = format!(
-            "{{\"accepted\":{},\"active\":{},\"idle\":{},\"requests\":{},\"handlers_dropped\":{},\
+            "{{\"accepted\":{},\"active\":{},\"idle\":{},\"parked\":{},\"unparked\":{},\"requests\":{},\"handlers_dropped\":{},\
              \"client_closed_first\":{},\"server_closed_first\":{},\"linger_timeouts\":{},\
              \"linger_skipped\":{},\"accept_errors\":{},\"closed\":{{",
             self.accepted,
             self.active,
             self.idle,
+            self.parked,
+            self.unparked,
             self.requests,
             self.handlers_dropped,
             self.client_closed_first,
@@ -182,6 +191,8 @@ impl ServerStats {
             accepted: c.accepted.load(Relaxed),
             active: c.active.load(Relaxed),
             idle: c.idle.load(Relaxed),
+            parked: c.parked.load(Relaxed),
+            unparked: c.unparked.load(Relaxed),
             requests: c.requests.load(Relaxed),
             closed: std::array::from_fn(|i| c.closed[i].load(Relaxed)),
             handlers_dropped: c.handlers_dropped.load(Relaxed),
@@ -218,6 +229,17 @@ impl ServerStats {
             self.inner.idle.fetch_add(1, Relaxed);
         } else {
             self.inner.idle.fetch_sub(1, Relaxed);
+        }
+    }
+
+    pub(crate) fn parked(&self) {
+        self.inner.parked.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn unparked(&self, rebuilt: bool) {
+        self.inner.parked.fetch_sub(1, Relaxed);
+        if rebuilt {
+            self.inner.unparked.fetch_add(1, Relaxed);
         }
     }
 
