@@ -1,6 +1,8 @@
 //! Helpers shared by the examples.
 #![allow(dead_code)] // each example uses a different part
 
+pub(crate) mod memory;
+
 use std::time::Duration;
 
 /// Parses `250ms`, `5s`, `1.5s` or a bare number of seconds.

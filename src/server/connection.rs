@@ -300,6 +300,14 @@ impl Shared {
         }
     }
 
+    /// The deadline of an idle connection.
+    pub(crate) fn idle_deadline(&self) -> Option<Instant> {
+        match self.lock().phase {
+            Phase::Idle { deadline, .. } => Some(deadline),
+            _ => None,
+        }
+    }
+
     /// Whether hyper's state can be taken apart and the connection parked: idle for
     /// `park_after`, nothing read ahead, nothing hyper still has to write.
     pub(crate) fn parkable(&self, now: Instant, park_after: Duration) -> bool {
@@ -339,6 +347,17 @@ impl Shared {
 
     pub(crate) fn phase(&self) -> Phase {
         self.lock().phase
+    }
+
+    /// The connection's tracing span, made on demand (a parked connection keeps none; the
+    /// addresses are only looked up when the span is enabled).
+    pub(crate) fn span(&self) -> tracing::Span {
+        let addr = |a: io::Result<std::net::SocketAddr>| a.map_or_else(|e| e.to_string(), |a| a.to_string());
+        tracing::debug_span!(
+            "connection",
+            peer = addr(self.stream.peer_addr()),
+            local = addr(self.stream.local_addr())
+        )
     }
 
     /// Leaves the idle gauge when the connection ends.

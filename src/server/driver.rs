@@ -12,11 +12,12 @@ use hyper::server::conn::http1;
 
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
-use tokio::sync::watch;
+use tokio::sync::{watch, OwnedSemaphorePermit};
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::connection::{ConnIo, Phase, Shared};
+use super::parking::{Parked, ParkingLot};
 use super::peer_memory::PeerMemory;
 use super::policy::Policy;
 use super::service::ConnService;
@@ -32,6 +33,16 @@ pub(crate) enum Stage {
     Forcing,
 }
 
+impl Stage {
+    pub(crate) fn from_u8(value: u8) -> Stage {
+        match value {
+            0 => Stage::Running,
+            1 => Stage::Draining,
+            _ => Stage::Forcing,
+        }
+    }
+}
+
 /// What the server hands each connection task.
 #[derive(Debug)]
 pub(crate) struct ConnContext {
@@ -40,6 +51,7 @@ pub(crate) struct ConnContext {
     pub(crate) http1: http1::Builder,
     pub(crate) policy: Policy,
     pub(crate) peers: PeerMemory,
+    pub(crate) parking: ParkingLot,
 }
 
 impl ConnContext {
@@ -61,6 +73,7 @@ impl ConnContext {
             http1,
             policy,
             peers: PeerMemory::default(),
+            parking: ParkingLot::default(),
         }
     }
 }
@@ -74,32 +87,87 @@ enum Event {
     Stage(Stage),
 }
 
-/// Serves one accepted connection to its end.
-pub(crate) async fn serve_connection<S>(
+/// Starts serving one accepted connection, on a task of its own.
+pub(crate) fn spawn_connection<S>(
     stream: TcpStream,
     peer: SocketAddr,
     service: S,
     ctx: Arc<ConnContext>,
-    stage: watch::Receiver<Stage>,
+    mut stage: watch::Receiver<Stage>,
+    permit: Option<OwnedSemaphorePermit>,
 ) where
     S: HttpService,
 {
-    let local_port = stream.local_addr().map(|a| a.port()).unwrap_or(0);
-    let span = tracing::debug_span!("connection", %peer, local_port);
-    async move {
-        let _ = ctx.config.socket.apply(&stream);
-        let shared = Arc::new(Shared::new(stream, peer.ip(), ctx.clone()));
-        ctx.stats.connection_opened();
-        let reason = drive(&shared, service, &ctx, stage.clone()).await;
-        shared.finish();
-        let client_first = shared.peer_closed();
-        tracing::debug!(reason = %reason, client_first, "connection closed");
-        ctx.stats.connection_closed(reason, client_first);
-        // A graceful shutdown waits for every receiver: only now is this connection done.
-        drop(stage);
+    let _ = ctx.config.socket.apply(&stream);
+    let shared = Arc::new(Shared::new(stream, peer.ip(), ctx.clone()));
+    ctx.stats.connection_opened();
+    let io = TokioIo::new(ConnIo::new(shared.clone()));
+    let service = ConnService::new(service, shared.clone());
+    // hyper's state (with its 8 KiB write buffer) is built by the connection's task, not
+    // here: long-lived allocations made on the accepting thread are then not interleaved with
+    // buffers that are freed when the connection parks.
+    let http = Http::Parked { io, service };
+    let current_stage = *stage.borrow_and_update();
+    if current_stage >= Stage::Draining {
+        shared.start_drain();
     }
-    .instrument(span)
-    .await
+    let conn = Conn {
+        shared,
+        http,
+        ctx,
+        stage,
+        current_stage,
+        _permit: permit,
+    };
+    tokio::spawn(run(conn));
+}
+
+/// A connection for its whole life, whichever task runs it.
+struct Conn<S: HttpService> {
+    shared: Arc<Shared>,
+    http: Http<S>,
+    ctx: Arc<ConnContext>,
+    /// A graceful shutdown waits for every receiver: dropped only when the connection is done.
+    stage: watch::Receiver<Stage>,
+    current_stage: Stage,
+    /// The server's `max_connections` slot, given back when the connection is done.
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+/// What one run of [`Conn::step`] ended with.
+enum Outcome {
+    Closed(CloseReason),
+    /// hyper's state was taken apart: the connection is parked.
+    Parked,
+    /// Bytes arrived on a parked connection: hyper's state is rebuilt.
+    Unparked,
+}
+
+/// Serves the connection to its end. hyper's state lives in allocations of its own, made by
+/// this task when a request arrives and freed when the connection parks, so a parked
+/// connection holds only the socket, its timers and a few counters.
+async fn run<S: HttpService>(mut conn: Conn<S>) {
+    conn.http.activate(&conn.ctx);
+    let reason = loop {
+        let outcome = if conn.http.is_parked() {
+            conn.park_wait().await
+        } else {
+            let span = conn.shared.span();
+            Box::pin(conn.step()).instrument(span).await
+        };
+        match outcome {
+            Outcome::Closed(reason) => break reason,
+            Outcome::Parked | Outcome::Unparked => {}
+        }
+    };
+    if conn.http.is_parked() {
+        conn.ctx.stats.unparked(false);
+    }
+    let shared = &conn.shared;
+    shared.finish();
+    let client_first = shared.peer_closed();
+    tracing::debug!(parent: &shared.span(), reason = %reason, client_first, "connection closed");
+    conn.ctx.stats.connection_closed(reason, client_first);
 }
 
 type Io = TokioIo<ConnIo>;
@@ -160,8 +228,9 @@ impl<S: HttpService> Http<S> {
     }
 
     /// Takes hyper's state apart, keeping the socket and the service. Bytes hyper read but
-    /// had not parsed go back to the read-ahead; then hyper is rebuilt at once instead.
-    fn park(&mut self, ctx: &ConnContext, shared: &Shared) {
+    /// had not parsed go back to the read-ahead; then hyper is rebuilt at once instead (and
+    /// this returns false).
+    fn park(&mut self, ctx: &ConnContext, shared: &Shared) -> bool {
         let Http::Plain(conn) = std::mem::replace(self, Http::Moving) else {
             unreachable!("only a plain connection is parked")
         };
@@ -173,19 +242,26 @@ impl<S: HttpService> Http<S> {
                 io: parts.io,
                 service: parts.service,
             };
+            true
         } else {
             shared.unread(&parts.read_buf);
             *self = Http::new(ctx, parts.io, parts.service);
+            false
         }
     }
 
     /// The next request is arriving on a parked connection: rebuild hyper's state.
     fn unpark(&mut self, ctx: &ConnContext) {
-        let Http::Parked { io, service } = std::mem::replace(self, Http::Moving) else {
-            unreachable!("only a parked connection is unparked")
-        };
         ctx.stats.unparked(true);
         tracing::trace!("unparked");
+        self.activate(ctx);
+    }
+
+    /// Builds hyper's state around the kept socket and service.
+    fn activate(&mut self, ctx: &ConnContext) {
+        let Http::Parked { io, service } = std::mem::replace(self, Http::Moving) else {
+            unreachable!("only a parked connection is activated")
+        };
         *self = Http::new(ctx, io, service);
     }
 
@@ -198,125 +274,171 @@ impl<S: HttpService> Http<S> {
     }
 }
 
-/// Runs hyper and the timers; returns why the connection ended. hyper's connection (and with
-/// it the socket, once the last handle is gone) is dropped on return.
-async fn drive<S>(
-    shared: &Arc<Shared>,
-    service: S,
-    ctx: &ConnContext,
-    mut stage: watch::Receiver<Stage>,
-) -> CloseReason
-where
-    S: HttpService,
-{
-    let io = TokioIo::new(ConnIo::new(shared.clone()));
-    let service = ConnService::new(service, shared.clone(), ctx.policy);
-    let mut http = Http::new(ctx, io, service);
-    let reason = drive_http(shared, &mut http, ctx, &mut stage).await;
-    if http.is_parked() {
-        ctx.stats.unparked(false);
-    }
-    reason
-}
-
-async fn drive_http<S>(
-    shared: &Arc<Shared>,
-    http: &mut Http<S>,
-    ctx: &ConnContext,
-    stage: &mut watch::Receiver<Stage>,
-) -> CloseReason
-where
-    S: HttpService,
-{
-    let park_after = ctx.config.park_after;
-    // One timer per connection, re-armed lazily: only when a deadline comes *earlier* than the
-    // one it is set for. A later deadline (the idle deadline moving on after each request)
-    // leaves it alone; when it fires early the real deadline is checked and it is set again.
-    // So a busy keep-alive connection touches the timer about once per idle timeout (or per
-    // `park_after`), not once per request.
-    let mut timer = pin!(tokio::time::sleep_until(Instant::now()));
-    let mut armed: Option<Instant> = None;
-    let mut current_stage = *stage.borrow_and_update();
-    if current_stage >= Stage::Draining {
-        shared.start_drain();
-    }
-    loop {
-        let event = {
-            let watch_hyper = poll_fn(|cx| {
-                if let Poll::Ready(event) = http.poll_event(shared, cx) {
-                    return Poll::Ready(event);
-                }
-                let parking = if http.is_plain() { park_after } else { None };
-                let (deadline, fin) = shared.poll_watch(cx, parking);
-                if let Poll::Ready(Fill::PeerClosed | Fill::Error) = fin {
-                    return Poll::Ready(Event::PeerGone);
-                }
-                if let Some(deadline) = deadline {
-                    if armed.is_none_or(|at| deadline < at) {
-                        armed = Some(deadline);
-                        timer.as_mut().reset(deadline);
+impl<S: HttpService> Conn<S> {
+    /// Runs hyper and the timers until the connection ends or parks.
+    async fn step(&mut self) -> Outcome {
+        let Conn {
+            shared,
+            http,
+            ctx,
+            stage,
+            current_stage,
+            ..
+        } = self;
+        let park_after = ctx.config.park_after;
+        // One timer, re-armed lazily: only when a deadline comes *earlier* than the one it is
+        // set for. A later deadline (the idle deadline moving on after each request) leaves it
+        // alone; when it fires early the real deadline is checked and it is set again. So a
+        // busy keep-alive connection touches the timer about once per idle timeout (or per
+        // `park_after`), not once per request.
+        let mut timer = pin!(tokio::time::sleep_until(Instant::now()));
+        let mut armed: Option<Instant> = None;
+        loop {
+            let event = {
+                let watch_hyper = poll_fn(|cx| {
+                    if let Poll::Ready(event) = http.poll_event(shared, cx) {
+                        return Poll::Ready(event);
+                    }
+                    let parking = if http.is_plain() { park_after } else { None };
+                    let (deadline, fin) = shared.poll_watch(cx, parking);
+                    if let Poll::Ready(Fill::PeerClosed | Fill::Error) = fin {
+                        return Poll::Ready(Event::PeerGone);
+                    }
+                    if let Some(deadline) = deadline {
+                        if armed.is_none_or(|at| deadline < at) {
+                            armed = Some(deadline);
+                            timer.as_mut().reset(deadline);
+                        }
+                    }
+                    if armed.is_some() && timer.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Event::Timer);
+                    }
+                    Poll::Pending
+                });
+                tokio::select! {
+                    event = watch_hyper => event,
+                    next = next_stage(stage), if *current_stage != Stage::Forcing => {
+                        Event::Stage(next)
                     }
                 }
-                if armed.is_some() && timer.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Event::Timer);
-                }
-                Poll::Pending
-            });
-            tokio::select! {
-                event = watch_hyper => event,
-                changed = stage.changed(), if current_stage != Stage::Forcing => match changed {
-                    Ok(()) => Event::Stage(*stage.borrow_and_update()),
-                    // The server is gone without a shutdown: treat it as a force.
-                    Err(_) => Event::Stage(Stage::Forcing),
-                },
-            }
-        };
-        match event {
-            Event::Finished(result) => return finished_reason(shared, result),
-            Event::Timer => {
-                armed = None;
-                let now = Instant::now();
-                let Some(reason) = shared.expired(now) else {
+            };
+            match event {
+                Event::Finished(result) => return Outcome::Closed(finished_reason(shared, result)),
+                Event::Timer => {
+                    armed = None;
+                    let now = Instant::now();
+                    if let Some(reason) = shared.expired(now) {
+                        return expired(shared, ctx, reason);
+                    }
                     if let Some(after) = park_after {
-                        if http.is_plain() && shared.parkable(now, after) {
-                            http.park(ctx, shared);
-                        }
-                    }
-                    continue;
-                };
-                if reason == CloseReason::HeaderTimeout {
-                    // Best effort: the head is incomplete, hyper has written nothing.
-                    let _ = shared.stream.try_write(REQUEST_TIMEOUT);
-                } else if reason == CloseReason::IdleTimeout && ctx.config.abortive_idle_close {
-                    let _ = crate::socket::set_abortive_close(&shared.stream);
-                }
-                return reason;
-            }
-            Event::Unpark => http.unpark(ctx),
-            Event::PeerGone => {
-                if shared.lock().handler_running {
-                    ctx.stats.handler_dropped();
-                }
-                return if shared.peer_closed() {
-                    CloseReason::PeerFin
-                } else {
-                    CloseReason::Error
-                };
-            }
-            Event::Stage(next) => {
-                current_stage = next;
-                match next {
-                    Stage::Running => {}
-                    Stage::Draining => shared.start_drain(),
-                    Stage::Forcing => {
-                        if shared.phase() != Phase::Upgraded {
-                            return CloseReason::Forced;
+                        if http.is_plain() && shared.parkable(now, after) && http.park(ctx, shared)
+                        {
+                            return Outcome::Parked;
                         }
                     }
                 }
+                Event::PeerGone => return peer_gone(shared, ctx),
+                Event::Stage(next) => {
+                    if let Some(outcome) = stage_changed(shared, current_stage, next) {
+                        return outcome;
+                    }
+                }
+                Event::Unpark => unreachable!("hyper's state is active"),
             }
         }
     }
+
+    /// Waits on a parked connection for its next request (then rebuilds hyper's state), the
+    /// client's FIN, the idle deadline or a shutdown. Small on purpose: with the connection
+    /// itself, this is all a parked connection's task holds (the shutdown is watched through
+    /// the server's [`ParkingLot`], not a future of its own).
+    async fn park_wait(&mut self) -> Outcome {
+        let Conn {
+            shared,
+            http,
+            ctx,
+            current_stage,
+            ..
+        } = self;
+        let mut lot = Parked::new(&ctx.parking);
+        let mut timer = pin!(tokio::time::sleep_until(Instant::now()));
+        poll_fn(|cx| loop {
+            let stage = lot.watch(cx.waker());
+            if stage != *current_stage {
+                if let Some(outcome) = stage_changed(shared, current_stage, stage) {
+                    return Poll::Ready(outcome);
+                }
+            }
+            match http.poll_event(shared, cx) {
+                Poll::Ready(Event::Unpark) => {
+                    http.unpark(ctx);
+                    return Poll::Ready(Outcome::Unparked);
+                }
+                Poll::Ready(_) => return Poll::Ready(peer_gone(shared, ctx)),
+                Poll::Pending => {}
+            }
+            let Some(deadline) = shared.idle_deadline() else {
+                unreachable!("a parked connection is idle");
+            };
+            if timer.deadline() != deadline {
+                timer.as_mut().reset(deadline);
+            }
+            if timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            if let Some(reason) = shared.expired(Instant::now()) {
+                return Poll::Ready(expired(shared, ctx, reason));
+            }
+            // Fired before the deadline (it moved on): the next turn arms it again.
+        })
+        .await
+    }
+}
+
+/// The next stage of a graceful shutdown. A server gone without one counts as a force.
+async fn next_stage(stage: &mut watch::Receiver<Stage>) -> Stage {
+    match stage.changed().await {
+        Ok(()) => *stage.borrow_and_update(),
+        Err(_) => Stage::Forcing,
+    }
+}
+
+/// The shutdown moved on: drain, or close by force (an upgraded connection is left alone).
+fn stage_changed(shared: &Shared, current: &mut Stage, next: Stage) -> Option<Outcome> {
+    *current = next;
+    match next {
+        Stage::Running => None,
+        Stage::Draining => {
+            shared.start_drain();
+            None
+        }
+        Stage::Forcing => {
+            (shared.phase() != Phase::Upgraded).then_some(Outcome::Closed(CloseReason::Forced))
+        }
+    }
+}
+
+/// A deadline passed: close, with a 408 for an incomplete head or a reset if configured.
+fn expired(shared: &Shared, ctx: &ConnContext, reason: CloseReason) -> Outcome {
+    if reason == CloseReason::HeaderTimeout {
+        // Best effort: the head is incomplete, hyper has written nothing.
+        let _ = shared.stream.try_write(REQUEST_TIMEOUT);
+    } else if reason == CloseReason::IdleTimeout && ctx.config.abortive_idle_close {
+        let _ = crate::socket::set_abortive_close(&shared.stream);
+    }
+    Outcome::Closed(reason)
+}
+
+/// The client's FIN (or a reset) arrived.
+fn peer_gone(shared: &Shared, ctx: &ConnContext) -> Outcome {
+    if shared.lock().handler_running {
+        ctx.stats.handler_dropped();
+    }
+    Outcome::Closed(if shared.peer_closed() {
+        CloseReason::PeerFin
+    } else {
+        CloseReason::Error
+    })
 }
 
 const REQUEST_TIMEOUT: &[u8] =

@@ -8,6 +8,7 @@ mod config;
 mod connection;
 mod driver;
 mod layer;
+mod parking;
 mod peer_memory;
 mod policy;
 mod serve;

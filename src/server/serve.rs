@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
-use super::driver::{serve_connection, ConnContext, Stage};
+use super::driver::{spawn_connection, ConnContext, Stage};
 use super::HttpService;
 use super::{ServerConfig, ServerStats};
 
@@ -180,10 +180,7 @@ where
         let service = service.clone();
         let ctx = ctx.clone();
         let stage = stage_rx.clone();
-        tokio::spawn(async move {
-            serve_connection(stream, peer, service, ctx, stage).await;
-            drop(permit);
-        });
+        spawn_connection(stream, peer, service, ctx, stage, permit);
     }
 
     drop(listener);
@@ -193,11 +190,13 @@ where
         active = before.active,
         "graceful shutdown: draining connections"
     );
+    ctx.parking.set_stage(Stage::Draining);
     let _ = stage_tx.send(Stage::Draining);
     if tokio::time::timeout(shutdown_timeout, stage_tx.closed())
         .await
         .is_err()
     {
+        ctx.parking.set_stage(Stage::Forcing);
         let _ = stage_tx.send(Stage::Forcing);
         stage_tx.closed().await;
     }

@@ -14,7 +14,7 @@ use tower::util::Oneshot;
 use tower::ServiceExt;
 
 use super::connection::Shared;
-use super::policy::{Policy, RequestFacts};
+use super::policy::RequestFacts;
 
 /// Marks requests whose connection is run by the crate's serve, so a [`KeepAliveLayer`]
 /// further in leaves the headers to the serve.
@@ -28,7 +28,6 @@ pub(crate) struct ServedByKeepalive;
 pub(crate) struct ConnService<S> {
     inner: S,
     shared: Arc<Shared>,
-    policy: Policy,
 }
 
 // hyper's connection must be movable (`Unpin`) to be taken apart when it is parked or switched
@@ -37,12 +36,8 @@ pub(crate) struct ConnService<S> {
 impl<S> Unpin for ConnService<S> {}
 
 impl<S> ConnService<S> {
-    pub(crate) fn new(inner: S, shared: Arc<Shared>, policy: Policy) -> Self {
-        ConnService {
-            inner,
-            shared,
-            policy,
-        }
+    pub(crate) fn new(inner: S, shared: Arc<Shared>) -> Self {
+        ConnService { inner, shared }
     }
 }
 
@@ -63,7 +58,6 @@ where
             inner: self.inner.clone().oneshot(request),
             shared: Some(self.shared.clone()),
             facts,
-            policy: self.policy,
             hold_for_upgrades,
         }
     }
@@ -78,7 +72,6 @@ pin_project! {
         inner: F,
         shared: Option<Arc<Shared>>,
         facts: RequestFacts,
-        policy: Policy,
         // The request may upgrade: its response waits until hyper's connection supports
         // upgrades (the driver switches it over as soon as hyper returns to it).
         hold_for_upgrades: bool,
@@ -113,7 +106,7 @@ where
                 let (mut parts, body) = response.into_parts();
                 let length_known = body.size_hint().exact().is_some();
                 let verdict = shared.decide(
-                    this.policy,
+                    &shared.ctx.policy,
                     this.facts,
                     parts.status,
                     &parts.headers,
