@@ -22,9 +22,7 @@
 
 mod support;
 
-use support::memory::{
-    counting, listen, raise_nofile, rss_bytes, trimmed_rss_bytes, ChildGuard,
-};
+use support::memory::{counting, listen, raise_nofile, rss_bytes, trimmed_rss_bytes, ChildGuard};
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -136,7 +134,6 @@ enum Spacing {
     Random,
     Tight,
 }
-
 
 #[global_allocator]
 static ALLOCATOR: counting::Counting = counting::Counting;
@@ -298,7 +295,6 @@ fn runtime(workers: usize, name: &str) -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
-
 /// `/` answers `hello, world!`; `/slow?ms=N` answers after N ms (at most 60 s).
 async fn route(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     let body = match req.uri().path() {
@@ -363,7 +359,6 @@ fn serve_child(addr: SocketAddr) {
 
 // ---------------------------------------------------------------------------------------------
 // memory
-
 
 fn spawn_child_server() -> (ChildGuard, SocketAddr) {
     let exe = std::env::current_exe().expect("current_exe");

@@ -61,6 +61,10 @@ struct Args {
     /// Reset (instead of FIN) idle connections that time out.
     #[arg(long)]
     abortive_idle_close: bool,
+    /// Idle time after which a keep-alive connection is parked as the bare socket
+    /// (`off` never parks).
+    #[arg(long, default_value = "100ms", value_parser = parse_park_after)]
+    park_after: ParkAfter,
     /// Serve with plain hyper-util instead (no keep-alive policy), for comparison.
     #[arg(long)]
     plain: bool,
@@ -91,7 +95,8 @@ async fn main() -> std::io::Result<()> {
         .max_connections(args.max_connections)
         .drain_grace(args.drain_grace)
         .shutdown_timeout(args.shutdown_timeout)
-        .abortive_idle_close(args.abortive_idle_close);
+        .abortive_idle_close(args.abortive_idle_close)
+        .park_after(args.park_after.0);
     if let Some(floor) = args.linger_floor {
         config = config.linger_floor(floor);
     }
@@ -168,4 +173,16 @@ async fn serve_plain(listener: tokio::net::TcpListener) -> std::io::Result<()> {
     };
     support::serve_plain(listener, service_for, shutdown_signal()).await;
     Ok(())
+}
+
+/// `--park-after`: a duration, or never.
+#[derive(Clone, Copy, Debug)]
+struct ParkAfter(Option<Duration>);
+
+/// `off`, or a duration.
+fn parse_park_after(text: &str) -> Result<ParkAfter, String> {
+    if text.trim() == "off" {
+        return Ok(ParkAfter(None));
+    }
+    parse_duration(text).map(|d| ParkAfter(Some(d)))
 }

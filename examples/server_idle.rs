@@ -63,14 +63,23 @@ struct RunArgs {
     #[arg(long, default_value = "2000,max", value_delimiter = ',')]
     connections: Vec<String>,
     /// Servers to measure, comma-separated.
-    #[arg(long, value_enum, default_value = "bare,keepalive,plain,axum", value_delimiter = ',')]
+    #[arg(
+        long,
+        value_enum,
+        default_value = "bare,keepalive,plain,axum",
+        value_delimiter = ','
+    )]
     servers: Vec<Kind>,
     /// Connections of the keep-alive load.
     #[arg(long, default_value_t = 32)]
     load_connections: usize,
     /// Seconds of each load run (0: no load figures).
-    #[arg(long, default_value_t = 3.0)]
+    #[arg(long, default_value_t = 2.0)]
     load_secs: f64,
+    /// Load runs per phase (none held, N held); each phase reports the run with the median
+    /// requests/s.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
 }
 
 #[derive(Subcommand)]
@@ -130,7 +139,9 @@ fn main() {
 const HELLO: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 13\r\n\r\nhello, world!";
 
 async fn hello(_req: Request<Incoming>) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
-    Ok(Response::new(Full::new(Bytes::from_static(b"hello, world!"))))
+    Ok(Response::new(Full::new(Bytes::from_static(
+        b"hello, world!",
+    ))))
 }
 
 fn serve_child(kind: Kind, addr: SocketAddr) {
@@ -327,7 +338,9 @@ impl ChildServer {
     fn measure(&mut self) -> Value {
         writeln!(self.control, "measure").expect("ask the server");
         let mut line = String::new();
-        self.replies.read_line(&mut line).expect("the server's answer");
+        self.replies
+            .read_line(&mut line)
+            .expect("the server's answer");
         serde_json::from_str(&line).expect("a JSON line")
     }
 
@@ -357,7 +370,13 @@ fn run(args: RunArgs) {
     let counts: Vec<usize> = args
         .connections
         .iter()
-        .map(|c| if c == "max" { max } else { c.parse().expect("a count or max") })
+        .map(|c| {
+            if c == "max" {
+                max
+            } else {
+                c.parse().expect("a count or max")
+            }
+        })
         .collect();
     let load_rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -382,9 +401,21 @@ fn measure_one(kind: Kind, n: usize, args: &RunArgs, load_rt: &tokio::runtime::R
     let load = |rt: &tokio::runtime::Runtime, secs: Duration| {
         rt.block_on(keep_alive_load(addr, args.load_connections, secs))
     };
+    let median_load = |rt: &tokio::runtime::Runtime| {
+        let mut runs: Vec<Value> = (0..args.rounds.max(1))
+            .map(|_| load(rt, load_secs))
+            .collect();
+        runs.sort_by(|a, b| {
+            a["rps"]
+                .as_f64()
+                .partial_cmp(&b["rps"].as_f64())
+                .unwrap_or(std::cmp::Ordering::Equal)
+        });
+        runs.swap_remove(runs.len() / 2)
+    };
     // Warm-up (allocator caches, lazily built state), then the "none held" load.
     let _ = load(load_rt, Duration::from_millis(500));
-    let none = (!load_secs.is_zero()).then(|| load(load_rt, load_secs));
+    let none = (!load_secs.is_zero()).then(|| median_load(load_rt));
     server.wait_for_connections(0, Duration::from_secs(10));
     let before = server.measure();
 
@@ -418,7 +449,7 @@ fn measure_one(kind: Kind, n: usize, args: &RunArgs, load_rt: &tokio::runtime::R
         }
     }
     let after = server.measure();
-    let with_held = (!load_secs.is_zero()).then(|| load(load_rt, load_secs));
+    let with_held = (!load_secs.is_zero()).then(|| median_load(load_rt));
     drop(holder);
 
     let per = |field: &str| {

@@ -60,10 +60,8 @@ pub(crate) struct State {
     /// Whether the handler of the current request is still running (for the count of
     /// handlers dropped because the client left).
     pub(crate) handler_running: bool,
-    /// A request that may upgrade the connection waits until the driver has switched hyper's
-    /// connection to one that supports upgrades (see `driver`).
-    pub(crate) upgrade_wanted: bool,
-    pub(crate) upgrades_on: bool,
+    /// hyper's connection supports upgrades (switched on for a request that may upgrade).
+    upgrades_on: bool,
     /// The peer's FIN seen while the connection was parked (nobody reads then).
     parked_fin: bool,
 }
@@ -85,6 +83,10 @@ pub(crate) struct Shared {
     /// The last write hyper tried would have blocked: hyper still holds bytes to send, so its
     /// state must not be taken apart (parked). Set and read on the connection's task only.
     write_pending: AtomicBool,
+    /// A request that may upgrade the connection waits until the driver has switched hyper's
+    /// connection to one that supports upgrades (see `driver`). Checked on every poll of the
+    /// connection, so an atomic rather than under the lock.
+    upgrade_wanted: AtomicBool,
 }
 
 impl Shared {
@@ -108,13 +110,13 @@ impl Shared {
                 draining: false,
                 linger: None,
                 handler_running: false,
-                upgrade_wanted: false,
                 upgrades_on: false,
                 parked_fin: false,
             }),
             ctx,
             born,
             write_pending: AtomicBool::new(false),
+            upgrade_wanted: AtomicBool::new(false),
         }
     }
 
@@ -168,7 +170,9 @@ impl Shared {
         state.requests = state.requests.saturating_add(1);
         state.handler_running = true;
         let hold = may_upgrade && !state.upgrades_on;
-        state.upgrade_wanted |= hold;
+        if hold {
+            self.upgrade_wanted.store(true, Ordering::Relaxed);
+        }
         self.set_phase(&mut state, Phase::Busy);
         self.ctx.stats.request();
         hold
@@ -182,12 +186,12 @@ impl Shared {
     /// For the driver: whether a request waits for upgrades to be switched on. Clears the
     /// request and records that they are on (the driver switches at once).
     pub(crate) fn take_upgrade_wanted(&self) -> bool {
-        let mut state = self.lock();
-        let wanted = std::mem::take(&mut state.upgrade_wanted);
-        if wanted {
-            state.upgrades_on = true;
+        if !self.upgrade_wanted.load(Ordering::Relaxed) {
+            return false;
         }
-        wanted
+        self.upgrade_wanted.store(false, Ordering::Relaxed);
+        self.lock().upgrades_on = true;
+        true
     }
 
     /// The service answered: decide keep-alive or close, and record it.
@@ -352,7 +356,9 @@ impl Shared {
     /// The connection's tracing span, made on demand (a parked connection keeps none; the
     /// addresses are only looked up when the span is enabled).
     pub(crate) fn span(&self) -> tracing::Span {
-        let addr = |a: io::Result<std::net::SocketAddr>| a.map_or_else(|e| e.to_string(), |a| a.to_string());
+        let addr = |a: io::Result<std::net::SocketAddr>| {
+            a.map_or_else(|e| e.to_string(), |a| a.to_string())
+        };
         tracing::debug_span!(
             "connection",
             peer = addr(self.stream.peer_addr()),
