@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
+use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, Version};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
@@ -79,8 +80,11 @@ pub(crate) enum AfterResponse {
 }
 
 impl AfterResponse {
+    /// `head_request`: the request was `HEAD` (its response has no body, whatever its headers
+    /// say).
     pub(crate) fn decide(
         request_asked_close: bool,
+        head_request: bool,
         version: Version,
         status: http::StatusCode,
         headers: &HeaderMap,
@@ -91,6 +95,11 @@ impl AfterResponse {
         if status == http::StatusCode::SWITCHING_PROTOCOLS {
             return AfterResponse::Close(PoolCloseReason::ServerClose);
         }
+        // RFC 9112 6.3: both framings at once may be a response-splitting attempt and "ought
+        // to be handled as an error"; hyper reads it as chunked, the connection is not reused.
+        if headers.contains_key(TRANSFER_ENCODING) && headers.contains_key(CONTENT_LENGTH) {
+            return AfterResponse::Close(PoolCloseReason::Error);
+        }
         let close = match version {
             Version::HTTP_11 => connection_has(headers, "close"),
             Version::HTTP_10 => {
@@ -98,13 +107,41 @@ impl AfterResponse {
             }
             _ => true,
         };
-        if close {
+        if close || delimited_by_close(head_request, status, headers) {
             return AfterResponse::Close(PoolCloseReason::ServerClose);
         }
         AfterResponse::Reuse {
             keep_alive: KeepAliveParams::from_headers(headers),
         }
     }
+}
+
+/// Whether the response body ends only with the connection (RFC 9112 6.3: no Content-Length
+/// and no chunked Transfer-Encoding on a response that has a body): such a connection can never
+/// carry another response, whatever `Connection: keep-alive` says.
+fn delimited_by_close(head_request: bool, status: http::StatusCode, headers: &HeaderMap) -> bool {
+    let bodiless = head_request
+        || status.is_informational()
+        || status == http::StatusCode::NO_CONTENT
+        || status == http::StatusCode::NOT_MODIFIED;
+    if bodiless {
+        return false;
+    }
+    let chunked = headers
+        .get_all(TRANSFER_ENCODING)
+        .iter()
+        .next_back()
+        .is_some_and(|last| {
+            last.as_bytes()
+                .rsplit(|&b| b == b',')
+                .next()
+                .is_some_and(|coding| coding.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+        });
+    if headers.contains_key(TRANSFER_ENCODING) {
+        // A coding other than chunked last: hyper reads until the close.
+        return !chunked;
+    }
+    !headers.contains_key(CONTENT_LENGTH)
 }
 
 /// Runs one hyper connection for the request and response, and gives the socket back.
@@ -134,6 +171,9 @@ where
     pub(crate) after: AfterResponse,
     pub(crate) margin: Option<Duration>,
     pub(crate) honour_server: bool,
+    /// hyper's connection has ended without an error (the server's FIN): whatever the
+    /// response said, it cannot be reused, and polling it again would never wake anyone.
+    pub(crate) ended: bool,
 }
 
 impl<T> std::fmt::Debug for Driver<T>
@@ -189,8 +229,13 @@ where
                 self.hot = None;
                 Poll::Ready(Err(error))
             }
-            // Done without an error while the sender lives: the connection closed.
-            Poll::Ready(Ok(())) => Poll::Pending,
+            // Done without an error while the sender lives: the connection closed. The body
+            // may still be complete (a body delimited by the close, or a FIN right after it);
+            // the connection is not reused.
+            Poll::Ready(Ok(())) => {
+                self.ended = true;
+                Poll::Pending
+            }
             Poll::Pending => Poll::Pending,
         }
     }
@@ -206,6 +251,10 @@ where
         let keep_alive = match self.after {
             AfterResponse::Close(reason) => {
                 self.close_with(reason);
+                return Poll::Ready(());
+            }
+            AfterResponse::Reuse { .. } if self.ended => {
+                self.close_with(PoolCloseReason::ServerFin);
                 return Poll::Ready(());
             }
             AfterResponse::Reuse { keep_alive } => keep_alive,
@@ -339,5 +388,95 @@ impl Drop for ResponseBody {
             let mut cx = Context::from_waker(std::task::Waker::noop());
             let _ = self.try_finish(&mut cx);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::StatusCode;
+
+    fn decide(
+        head: bool,
+        version: Version,
+        status: u16,
+        headers: &[(&str, &str)],
+    ) -> AfterResponse {
+        let mut map = HeaderMap::new();
+        for (name, value) in headers {
+            map.append(
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                value.parse().unwrap(),
+            );
+        }
+        AfterResponse::decide(
+            false,
+            head,
+            version,
+            StatusCode::from_u16(status).unwrap(),
+            &map,
+        )
+    }
+
+    fn reused(after: AfterResponse) -> bool {
+        matches!(after, AfterResponse::Reuse { .. })
+    }
+
+    #[test]
+    fn a_body_delimited_by_the_close_is_never_reused() {
+        let v11 = Version::HTTP_11;
+        assert!(!reused(decide(false, v11, 200, &[])));
+        assert!(!reused(decide(
+            false,
+            Version::HTTP_10,
+            200,
+            &[("connection", "keep-alive")]
+        )));
+        assert!(!reused(decide(
+            false,
+            v11,
+            200,
+            &[("transfer-encoding", "gzip")]
+        )));
+        assert!(!reused(decide(
+            false,
+            v11,
+            200,
+            &[("transfer-encoding", "chunked, gzip")]
+        )));
+        assert!(reused(decide(false, v11, 200, &[("content-length", "2")])));
+        assert!(reused(decide(
+            false,
+            v11,
+            200,
+            &[("transfer-encoding", "gzip, chunked")]
+        )));
+        assert!(reused(decide(
+            false,
+            v11,
+            200,
+            &[
+                ("transfer-encoding", "gzip"),
+                ("transfer-encoding", "Chunked")
+            ]
+        )));
+        // No body, whatever the headers say.
+        assert!(reused(decide(true, v11, 200, &[])));
+        assert!(reused(decide(false, v11, 204, &[])));
+        assert!(reused(decide(false, v11, 304, &[])));
+    }
+
+    #[test]
+    fn both_framings_at_once_are_not_reused() {
+        let after = decide(
+            false,
+            Version::HTTP_11,
+            200,
+            &[("content-length", "3"), ("transfer-encoding", "chunked")],
+        );
+        assert!(matches!(
+            after,
+            AfterResponse::Close(PoolCloseReason::Error)
+        ));
     }
 }

@@ -36,7 +36,9 @@
 //! # Race window
 //!
 //! A connection can die between its checkout and its first write (the FIN is in flight). The
-//! HTTP client retries idempotent requests that fail that way; raw users must do the same.
+//! HTTP client retries idempotent requests that fail that way; raw users must do the same. A FIN
+//! (or a byte) that arrived before the checkout is seen there, with one non-blocking look, even
+//! when the watcher has not run since.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::{poll_fn, Future as _};
@@ -434,16 +436,29 @@ where
         let waiter = {
             let mut hosts = lock(&self.shared.hosts);
             let host = host_entry(&mut hosts, key);
-            while let Some(watch) = host.idle.pop().filter(|_| reuse_idle) {
+            // (A new slot leaves the idle connections where they are.)
+            while let Some(watch) = if reuse_idle { host.idle.pop() } else { None } {
                 let taken = lock(&watch.state).idle.take();
-                if let Some((io, meta)) = taken {
-                    let history = History {
-                        meta,
-                        watch: Some(watch),
-                    };
-                    return Ok(Checkout::Reused(Pooled { io, history }));
+                let Some((mut io, meta)) = taken else {
+                    // Its watcher closed it a moment ago and already gave back its place.
+                    continue;
+                };
+                // A FIN or bytes may have arrived since the watcher last ran (it runs only
+                // when scheduled): one look now, so a dead connection is never handed out.
+                let mut cx = Context::from_waker(Waker::noop());
+                if let Poll::Ready(reason) = io.poll_idle(&mut cx) {
+                    watch.retire();
+                    release_place(host);
+                    self.shared.stats.closed(reason);
+                    tracing::debug!(reason = reason.name(), "pooled connection dead at checkout");
+                    drop(io);
+                    continue;
                 }
-                // Its watcher closed it a moment ago and already gave back its place.
+                let history = History {
+                    meta,
+                    watch: Some(watch),
+                };
+                return Ok(Checkout::Reused(Pooled { io, history }));
             }
             match self.shared.config.max_per_key {
                 Some(max) if host.open >= max => {

@@ -390,9 +390,21 @@ where
 
 /// A failed attempt; `stale` when no response byte had arrived.
 struct Failure {
-    error: hyper::Error,
+    error: BoxError,
     stale: bool,
 }
+
+/// hyper's connection ended cleanly (the server's FIN) with no response for the request.
+#[derive(Debug)]
+struct ClosedBeforeResponse;
+
+impl std::fmt::Display for ClosedBeforeResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection closed by the server before a response")
+    }
+}
+
+impl std::error::Error for ClosedBeforeResponse {}
 
 async fn send_on<C, B>(
     inner: &Inner<C>,
@@ -409,6 +421,7 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
+    let head_request = request.method() == Method::HEAD;
     let hot = match conn {
         ClientConn::Hot(hot) => hot,
         ClientConn::Bare(io) => {
@@ -422,7 +435,7 @@ where
                 Err(error) => {
                     inner.pool.discard(&key, PoolCloseReason::Error);
                     return Err(Failure {
-                        error,
+                        error: error.into(),
                         stale: false,
                     });
                 }
@@ -440,17 +453,21 @@ where
         after: AfterResponse::Close(PoolCloseReason::Canceled),
         margin: inner.config.keep_alive_margin,
         honour_server: inner.config.honour_server_keep_alive,
+        ended: false,
     };
     // A kept hyper state must be ready for the next request (it is, once it has seen the
-    // previous response through; a dead connection says so here).
+    // previous response through; a dead connection says so here: an error, or its end, after
+    // which it would never become ready).
     let ready = poll_fn(|cx| {
         let Some(hot) = driver.hot.as_mut() else {
             return Poll::Pending;
         };
-        if let Poll::Ready(Err(error)) = hot.conn.poll_without_shutdown(cx) {
-            return Poll::Ready(Err(error));
+        match hot.conn.poll_without_shutdown(cx) {
+            Poll::Ready(Err(error)) => return Poll::Ready(Err(BoxError::from(error))),
+            Poll::Ready(Ok(())) => return Poll::Ready(Err(BoxError::from(ClosedBeforeResponse))),
+            Poll::Pending => {}
         }
-        hot.tx.poll_ready(cx)
+        hot.tx.poll_ready(cx).map_err(BoxError::from)
     })
     .await;
     if let Err(error) = ready {
@@ -472,13 +489,16 @@ where
     let result = poll_fn(|cx| {
         let mut failed = None;
         if let Some(hot) = driver.hot.as_mut() {
-            if let Poll::Ready(Err(error)) = hot.conn.poll_without_shutdown(cx) {
-                failed = Some(error);
+            match hot.conn.poll_without_shutdown(cx) {
+                Poll::Ready(Err(error)) => failed = Some(BoxError::from(error)),
+                // Ended cleanly with the request unanswered: nothing will wake us again.
+                Poll::Ready(Ok(())) => failed = Some(BoxError::from(ClosedBeforeResponse)),
+                Poll::Pending => {}
             }
         }
         if let Poll::Ready(result) = response_future.as_mut().poll(cx) {
             // After a connection failure it reports the same failure.
-            return Poll::Ready(result);
+            return Poll::Ready(result.map_err(BoxError::from));
         }
         match failed {
             Some(error) => Poll::Ready(Err(error)),
@@ -502,6 +522,7 @@ where
     };
     driver.after = AfterResponse::decide(
         asked_close,
+        head_request,
         response.version(),
         response.status(),
         response.headers(),

@@ -2,6 +2,8 @@
 //! HTTP/1 client over tokio streams, and waiting for a condition with a deadline.
 #![allow(dead_code, unreachable_pub)] // each test file uses a different part
 
+pub mod raw;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
