@@ -125,3 +125,26 @@ async fn max_connections_makes_accept_wait() {
     .unwrap();
     assert_eq!(response.status, 200);
 }
+
+/// The body timeout only times a body that is still arriving: a handler that takes longer than
+/// the idle timeout, after its whole request (with a body) has arrived, while the client
+/// silently waits, is answered.
+#[tokio::test]
+async fn a_slow_handler_after_a_complete_body_is_not_timed_out() {
+    let server =
+        TestServer::start(ServerConfig::new().idle_timeout(Duration::from_millis(300))).await;
+    let mut stream = server.connect().await;
+    let response = within(
+        "the slow answer",
+        request(
+            &mut stream,
+            "POST /slow?ms=1200 HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello",
+        ),
+    )
+    .await;
+    assert_eq!(response.status, 200);
+    assert_eq!(response.body, b"slow done");
+    let stats = server.stats.snapshot();
+    assert_eq!(stats.closed(CloseReason::BodyTimeout), 0);
+    assert_eq!(stats.handlers_dropped, 0);
+}

@@ -19,6 +19,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
+use super::body_progress::BodyProgress;
 use super::driver::ConnContext;
 use super::policy::{Budget, Policy, RequestFacts, Verdict};
 use super::CloseReason;
@@ -64,6 +65,8 @@ pub(crate) struct State {
     upgrades_on: bool,
     /// The peer's FIN seen while the connection was parked (nobody reads then).
     parked_fin: bool,
+    /// Whether the current request's body is still arriving.
+    body: BodyProgress,
 }
 
 #[derive(Debug)]
@@ -112,6 +115,7 @@ impl Shared {
                 handler_running: false,
                 upgrades_on: false,
                 parked_fin: false,
+                body: BodyProgress::default(),
             }),
             ctx,
             born,
@@ -165,8 +169,9 @@ impl Shared {
     ///
     /// Returns whether the response must wait for upgrades to be switched on (the request may
     /// upgrade and hyper's connection does not support upgrades yet).
-    pub(crate) fn request_started(&self, may_upgrade: bool) -> bool {
+    pub(crate) fn request_started(&self, may_upgrade: bool, content_length: Option<u64>) -> bool {
         let mut state = self.lock();
+        state.body.request_started(content_length);
         state.requests = state.requests.saturating_add(1);
         state.handler_running = true;
         let hold = may_upgrade && !state.upgrades_on;
@@ -205,6 +210,7 @@ impl Shared {
     ) -> Verdict {
         let mut state = self.lock();
         state.handler_running = false;
+        state.body.response_started();
         let budget = Budget {
             requests_left: Some(self.ctx.config.max_requests.saturating_sub(state.requests)),
             age_left: Some(
@@ -212,7 +218,9 @@ impl Shared {
             ),
             draining: state.draining,
         };
-        let verdict = policy.decide(facts, status, headers, body_length_known, budget);
+        let mut facts = *facts;
+        facts.ambiguous_framing |= facts.chunked && state.body.saw_content_length();
+        let verdict = policy.decide(&facts, status, headers, body_length_known, budget);
         match verdict {
             Verdict::PassThrough { upgrade: true } => {
                 state.closing = Some(CloseReason::Upgraded);
@@ -282,12 +290,24 @@ impl Shared {
             }
             Phase::ReadingHead { deadline } => (Some(deadline), Poll::Pending),
             Phase::Busy => {
-                let fill = match state.read_ahead.poll_fill(&self.stream, cx) {
-                    // A full buffer: stop watching until hyper drains it (no spinning).
-                    Poll::Ready(Fill::Full) => Poll::Pending,
-                    other => other,
-                };
-                (None, fill)
+                let state = &mut *state;
+                let before = state.read_ahead.buffered();
+                let fill = state.read_ahead.poll_fill(&self.stream, cx);
+                if state.read_ahead.buffered() > before {
+                    state.body.progressed();
+                }
+                match fill {
+                    // A full buffer: stop watching until hyper drains it (no spinning). The
+                    // client is then held back by flow control, not silent: no body deadline.
+                    Poll::Ready(Fill::Full) => (None, Poll::Pending),
+                    other => {
+                        let timeout = self.ctx.config.idle_timeout;
+                        (
+                            state.body.deadline(state.read_ahead.buffered(), timeout),
+                            other,
+                        )
+                    }
+                }
             }
             _ => (None, Poll::Pending),
         }
@@ -295,11 +315,17 @@ impl Shared {
 
     /// What expired, if the phase's deadline has passed.
     pub(crate) fn expired(&self, now: Instant) -> Option<CloseReason> {
-        match self.lock().phase {
+        let state = self.lock();
+        match state.phase {
             Phase::Idle {
                 deadline, reason, ..
             } if now >= deadline => Some(reason),
             Phase::ReadingHead { deadline } if now >= deadline => Some(CloseReason::HeaderTimeout),
+            Phase::Busy => {
+                let timeout = self.ctx.config.idle_timeout;
+                let deadline = state.body.deadline(state.read_ahead.buffered(), timeout)?;
+                (now >= deadline).then_some(CloseReason::BodyTimeout)
+            }
             _ => None,
         }
     }
@@ -419,8 +445,11 @@ impl AsyncRead for ConnIo {
         let mut state = shared.lock();
         let before = buf.filled().len();
         let result = ready!(state.read_ahead.poll_read(&shared.stream, cx, buf));
-        if buf.filled().len() > before {
-            if let Phase::Idle { .. } = state.phase {
+        let read = &buf.filled()[before..];
+        if !read.is_empty() {
+            let new_head = matches!(state.phase, Phase::Idle { .. });
+            state.body.delivered(read, new_head);
+            if new_head {
                 let deadline = Instant::now() + shared.ctx.config.header_timeout;
                 shared.set_phase(&mut state, Phase::ReadingHead { deadline });
             }

@@ -418,11 +418,18 @@ fn stage_changed(shared: &Shared, current: &mut Stage, next: Stage) -> Option<Ou
     }
 }
 
-/// A deadline passed: close, with a 408 for an incomplete head or a reset if configured.
+/// A deadline passed: close, with a 408 for an incomplete head or body or a reset if
+/// configured.
 fn expired(shared: &Shared, ctx: &ConnContext, reason: CloseReason) -> Outcome {
     if reason == CloseReason::HeaderTimeout {
         // Best effort: the head is incomplete, hyper has written nothing.
         let _ = shared.stream.try_write(REQUEST_TIMEOUT);
+    } else if reason == CloseReason::BodyTimeout {
+        if shared.lock().handler_running {
+            // The handler waits for the body and has not answered: nothing written yet.
+            ctx.stats.handler_dropped();
+            let _ = shared.stream.try_write(REQUEST_TIMEOUT);
+        }
     } else if reason == CloseReason::IdleTimeout && ctx.config.abortive_idle_close {
         let _ = crate::socket::set_abortive_close(&shared.stream);
     }
@@ -461,9 +468,14 @@ fn finished_reason(shared: &Shared, result: Result<(), hyper::Error>) -> CloseRe
         return CloseReason::PeerFin;
     }
     match result {
-        Ok(()) => CloseReason::ClientClose,
+        // hyper ended it on its own, after a response the policy meant to keep alive.
+        Ok(()) => CloseReason::NotReusable,
         Err(error) => {
             tracing::debug!(%error, "connection error");
+            if handler_running {
+                // A reset (or another error) while a handler ran: the client is gone.
+                shared.ctx.stats.handler_dropped();
+            }
             CloseReason::Error
         }
     }

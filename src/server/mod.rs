@@ -4,6 +4,7 @@
 //! See the [crate docs](crate) for what each does, the table of what the layer can do on its
 //! own, and every case where the server still closes first.
 
+mod body_progress;
 mod config;
 mod connection;
 mod driver;

@@ -20,12 +20,21 @@ pub(crate) struct RequestFacts {
     pub(crate) is_head: bool,
     /// The request asks for a protocol upgrade (an `Upgrade` header, or CONNECT).
     pub(crate) may_upgrade: bool,
+    /// The body's `Content-Length`, when that is how it is framed.
+    pub(crate) content_length: Option<u64>,
+    /// The body is framed by `Transfer-Encoding`.
+    pub(crate) chunked: bool,
+    /// Both `Content-Length` and `Transfer-Encoding`: hyper serves the request but will not
+    /// reuse the connection (RFC 9112 section 6.3), so its response says close. (hyper drops
+    /// the `Content-Length` from the parsed headers; the serve finds it in the raw head.)
+    pub(crate) ambiguous_framing: bool,
 }
 
 impl RequestFacts {
     pub(crate) fn of<B>(request: &Request<B>) -> Self {
         let version = request.version();
         let headers = request.headers();
+        let chunked = headers.contains_key(http::header::TRANSFER_ENCODING);
         let wants_close = match version {
             Version::HTTP_10 => {
                 !connection_has(headers, "keep-alive") || connection_has(headers, "close")
@@ -40,6 +49,16 @@ impl RequestFacts {
             is_head: request.method() == Method::HEAD,
             may_upgrade: request.method() == Method::CONNECT
                 || headers.contains_key(http::header::UPGRADE),
+            content_length: if chunked {
+                None
+            } else {
+                headers
+                    .get(http::header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse().ok())
+            },
+            chunked,
+            ambiguous_framing: chunked && headers.contains_key(http::header::CONTENT_LENGTH),
         }
     }
 
@@ -106,6 +125,9 @@ impl Policy {
             reason,
             until_close,
         };
+        if facts.ambiguous_framing {
+            return close(CloseReason::NotReusable);
+        }
         if facts.wants_close {
             return close(CloseReason::ClientClose);
         }

@@ -52,7 +52,9 @@ where
 
     fn call(&self, mut request: Request<ReqBody>) -> Self::Future {
         let facts = RequestFacts::of(&request);
-        let hold_for_upgrades = self.shared.request_started(facts.may_upgrade);
+        let hold_for_upgrades = self
+            .shared
+            .request_started(facts.may_upgrade, facts.content_length);
         request.extensions_mut().insert(ServedByKeepalive);
         ConnResponseFuture {
             inner: self.inner.clone().oneshot(request),

@@ -12,6 +12,9 @@ pub enum CloseReason {
     IdleTimeout,
     /// A request head did not complete within the header timeout.
     HeaderTimeout,
+    /// A request body stopped arriving: nothing for the idle timeout while it was incomplete
+    /// (408 if the handler had not answered yet).
+    BodyTimeout,
     /// The connection served its maximum number of requests.
     MaxRequests,
     /// The connection reached its maximum age.
@@ -28,6 +31,10 @@ pub enum CloseReason {
     Forced,
     /// A protocol or I/O error (a malformed request gets a 400 first).
     Error,
+    /// hyper could not reuse the connection after a response: a request framed by both
+    /// `Content-Length` and `Transfer-Encoding`, an invalid body, or a body the handler left
+    /// unread.
+    NotReusable,
     /// The connection was handed over to a protocol upgrade (WebSocket, CONNECT); from then on
     /// its new owner runs and closes it, outside these counters.
     Upgraded,
@@ -35,10 +42,11 @@ pub enum CloseReason {
 
 impl CloseReason {
     /// Every reason, in a fixed order.
-    pub const ALL: [CloseReason; 12] = [
+    pub const ALL: [CloseReason; 14] = [
         CloseReason::PeerFin,
         CloseReason::IdleTimeout,
         CloseReason::HeaderTimeout,
+        CloseReason::BodyTimeout,
         CloseReason::MaxRequests,
         CloseReason::MaxAge,
         CloseReason::ClientClose,
@@ -47,6 +55,7 @@ impl CloseReason {
         CloseReason::Drain,
         CloseReason::Forced,
         CloseReason::Error,
+        CloseReason::NotReusable,
         CloseReason::Upgraded,
     ];
 
@@ -56,6 +65,7 @@ impl CloseReason {
             CloseReason::PeerFin => "peer_fin",
             CloseReason::IdleTimeout => "idle_timeout",
             CloseReason::HeaderTimeout => "header_timeout",
+            CloseReason::BodyTimeout => "body_timeout",
             CloseReason::MaxRequests => "max_requests",
             CloseReason::MaxAge => "max_age",
             CloseReason::ClientClose => "client_close",
@@ -64,6 +74,7 @@ impl CloseReason {
             CloseReason::Drain => "drain",
             CloseReason::Forced => "forced",
             CloseReason::Error => "error",
+            CloseReason::NotReusable => "not_reusable",
             CloseReason::Upgraded => "upgraded",
         }
     }
