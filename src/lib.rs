@@ -70,9 +70,15 @@
 //! - an idle connection reaches the idle timeout or its maximum age ([`CloseReason::IdleTimeout`],
 //!   [`CloseReason::MaxAge`]);
 //! - a request head does not complete within the header timeout (408, [`CloseReason::HeaderTimeout`]);
+//! - a request body (framed by `Content-Length`) stops arriving: silence longer than the idle
+//!   timeout while it is incomplete (408 if the handler has not answered,
+//!   [`CloseReason::BodyTimeout`]);
 //! - a graceful shutdown closes a connection that stayed silent through the grace window
 //!   ([`CloseReason::Drain`]) or closes the rest by force ([`CloseReason::Forced`]);
 //! - a malformed request (400) or an I/O error ([`CloseReason::Error`]);
+//! - hyper will not reuse the connection after a response: a request framed by both
+//!   `Content-Length` and `Transfer-Encoding` (its response says `Connection: close`), an
+//!   invalid body, a request body the handler left unread ([`CloseReason::NotReusable`]);
 //! - a client that does not close within the linger wait after a final response: its address
 //!   is then learned as one that waits for the server's close and gets a close at once (see
 //!   [`ServerConfig::linger`]);

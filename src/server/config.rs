@@ -71,6 +71,9 @@ impl ServerConfig {
     /// to the first byte of the next request) before the server closes it. Advertised to
     /// clients as `Keep-Alive: timeout=`.
     ///
+    /// The same silence ends a request whose `Content-Length` body stops arriving (408,
+    /// [`CloseReason::BodyTimeout`](crate::CloseReason::BodyTimeout)).
+    ///
     /// Default is 60 s.
     pub fn idle_timeout(mut self, timeout: Duration) -> Self {
         self.idle_timeout = timeout;
