@@ -87,8 +87,13 @@ fn read_clearing(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
     }
 }
 
-/// The most one [`ReadAhead::poll_read`] reads straight from the socket per call.
-const DIRECT_READ: usize = 4 * 1024;
+/// How much one [`ReadAhead::poll_read`] reads straight from the socket per call, as a power of
+/// two: it starts at 4 KiB and adapts between 512 bytes and 64 KiB (doubling after a read that
+/// filled it, halving after one that used less than half). Safe code must initialise what it
+/// reads into, and a reader's buffer (hyper's) is uninitialised on every call, so the size
+/// read is the size zeroed: small requests should not pay for zeroing 4 KiB, uploads should
+/// not pay a system call per 4 KiB.
+const DIRECT_READ_SHIFT: (u8, u8, u8) = (9, 12, 16);
 
 /// How much one [`ReadAhead::poll_fill`] reads per system call.
 const FILL_CHUNK: usize = 4 * 1024;
@@ -101,6 +106,8 @@ pub struct ReadAhead {
     start: usize,
     limit: usize,
     eof: bool,
+    /// log2 of the next direct read's size (see `DIRECT_READ_SHIFT`).
+    direct_shift: u8,
     error: Option<io::Error>,
 }
 
@@ -124,6 +131,7 @@ impl ReadAhead {
             start: 0,
             limit: limit.max(1),
             eof: false,
+            direct_shift: DIRECT_READ_SHIFT.1,
             error: None,
         }
     }
@@ -209,10 +217,16 @@ impl ReadAhead {
             ready!(stream.poll_read_ready(cx))?;
             // Safe code must initialise what it reads into; zeroing a reader's whole buffer
             // (hyper's may be hundreds of KiB) on every read costs more than the read, so
-            // read at most DIRECT_READ at a time.
-            let len = dst.remaining().min(DIRECT_READ);
+            // read an adaptive size at a time.
+            let len = dst.remaining().min(1 << self.direct_shift);
             match read_clearing(stream, dst.initialize_unfilled_to(len)) {
                 Ok(n) => {
+                    let (min, _, max) = DIRECT_READ_SHIFT;
+                    if n == len && len == 1 << self.direct_shift && self.direct_shift < max {
+                        self.direct_shift += 1;
+                    } else if n < len / 2 && self.direct_shift > min {
+                        self.direct_shift -= 1;
+                    }
                     if n == 0 {
                         self.eof = true;
                     }

@@ -72,22 +72,43 @@ impl KeepAliveParams {
 
     /// Formats `timeout=T, max=M` (either part left out when `None`).
     pub fn to_header_value(&self) -> Option<HeaderValue> {
-        let mut text = String::with_capacity(24);
+        // On every keep-alive response: formatted on the stack, one allocation (the value's).
+        let mut text = [0u8; 48];
+        let mut len = 0;
+        let mut push = |bytes: &[u8]| {
+            text[len..len + bytes.len()].copy_from_slice(bytes);
+            len += bytes.len();
+            len
+        };
+        let mut written = 0;
         if let Some(timeout) = self.timeout {
-            text.push_str("timeout=");
-            text.push_str(&timeout.as_secs().to_string());
+            push(b"timeout=");
+            written = push(decimal(timeout.as_secs(), &mut [0u8; 20]));
         }
         if let Some(max) = self.max {
-            if !text.is_empty() {
-                text.push_str(", ");
+            if written > 0 {
+                push(b", ");
             }
-            text.push_str("max=");
-            text.push_str(&max.to_string());
+            push(b"max=");
+            written = push(decimal(u64::from(max), &mut [0u8; 20]));
         }
-        if text.is_empty() {
+        if written == 0 {
             return None;
         }
-        HeaderValue::from_str(&text).ok()
+        HeaderValue::from_bytes(&text[..written]).ok()
+    }
+}
+
+/// `n` in decimal, written at the end of `buf`.
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut start = buf.len();
+    loop {
+        start -= 1;
+        buf[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[start..];
+        }
     }
 }
 

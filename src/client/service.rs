@@ -339,6 +339,7 @@ where
                     (io, history, true)
                 }
                 Checkout::Open(slot) => {
+                    let history = inner.pool.open(key.clone(), slot);
                     let mut connector = inner.connector.clone();
                     let connected = async {
                         poll_fn(|cx| connector.poll_ready(cx)).await?;
@@ -348,7 +349,7 @@ where
                     match connected {
                         Ok(io) => {
                             inner.stats.opened();
-                            (ClientConn::Bare(io), slot.into_history(), false)
+                            (ClientConn::Bare(io), history, false)
                         }
                         Err(error) => {
                             inner.pool.discard(&key, PoolCloseReason::Error);

@@ -51,17 +51,8 @@ impl BodyProgress {
             self.line_match = NO_MATCH;
             self.saw_content_length = false;
         }
-        if let Scan::Looking(mut window) = self.scan {
-            for (i, &byte) in bytes.iter().enumerate() {
-                self.match_header_name(byte);
-                window = (window << 8) | u32::from(byte);
-                // The first empty line: "\n\n" or "\n\r\n" (whatever precedes it).
-                if window & 0xffff == 0x0a0a || window & 0x00ff_ffff == 0x000a_0d0a {
-                    self.scan = Scan::Found(self.delivered + i as u64 + 1);
-                    break;
-                }
-                self.scan = Scan::Looking(window);
-            }
+        if let Scan::Looking(window) = self.scan {
+            self.scan = self.scan_head(bytes, window);
         }
         self.delivered += bytes.len() as u64;
         if self.body_end.is_some() && !bytes.is_empty() {
@@ -69,11 +60,39 @@ impl BodyProgress {
         }
     }
 
-    /// Follows `content-length:` at the start of each head line, case-insensitively.
+    /// Looks for the head's end (the first empty line: "\n\n" or "\n\r\n", whatever
+    /// precedes it) and for a `Content-Length` line. Runs on every request head, so only
+    /// newlines and the first bytes of each line get any work.
+    fn scan_head(&mut self, bytes: &[u8], window: u32) -> Scan {
+        // The byte `back` places before `bytes[i]`, from the previous reads when needed.
+        let before = |i: usize, back: usize| -> u8 {
+            if i >= back {
+                bytes[i - back]
+            } else {
+                (window >> (8 * (back - i - 1))) as u8
+            }
+        };
+        for (i, &byte) in bytes.iter().enumerate() {
+            if byte == b'\n' {
+                if before(i, 1) == b'\n' || (before(i, 1) == b'\r' && before(i, 2) == b'\n') {
+                    return Scan::Found(self.delivered + i as u64 + 1);
+                }
+                self.line_match = 0;
+            } else if usize::from(self.line_match) < CONTENT_LENGTH.len() {
+                self.match_header_name(byte);
+            }
+        }
+        let mut window = window;
+        for &byte in bytes.iter().rev().take(3).rev() {
+            window = (window << 8) | u32::from(byte);
+        }
+        Scan::Looking(window)
+    }
+
+    /// Follows `content-length:` at the start of a head line, case-insensitively (`byte` is not
+    /// a newline).
     fn match_header_name(&mut self, byte: u8) {
-        if byte == b'\n' {
-            self.line_match = 0;
-        } else if let Some(&expected) = CONTENT_LENGTH.get(usize::from(self.line_match)) {
+        if let Some(&expected) = CONTENT_LENGTH.get(usize::from(self.line_match)) {
             if byte.to_ascii_lowercase() == expected {
                 self.line_match += 1;
                 if usize::from(self.line_match) == CONTENT_LENGTH.len() {

@@ -6,7 +6,7 @@ use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
 use std::pin::{pin, Pin};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use hyper::server::conn::http1;
 
@@ -93,7 +93,7 @@ pub(crate) fn spawn_connection<S>(
     peer: SocketAddr,
     service: S,
     ctx: Arc<ConnContext>,
-    mut stage: watch::Receiver<Stage>,
+    stage: watch::Receiver<Stage>,
     permit: Option<OwnedSemaphorePermit>,
 ) where
     S: HttpService,
@@ -107,7 +107,7 @@ pub(crate) fn spawn_connection<S>(
     // here: long-lived allocations made on the accepting thread are then not interleaved with
     // buffers that are freed when the connection parks.
     let http = Http::Parked { io, service };
-    let current_stage = *stage.borrow_and_update();
+    let current_stage = ctx.parking.stage();
     if current_stage >= Stage::Draining {
         shared.start_drain();
     }
@@ -115,7 +115,7 @@ pub(crate) fn spawn_connection<S>(
         shared,
         http,
         ctx,
-        stage,
+        _alive: stage,
         current_stage,
         _permit: permit,
     };
@@ -127,8 +127,9 @@ struct Conn<S: HttpService> {
     shared: Arc<Shared>,
     http: Http<S>,
     ctx: Arc<ConnContext>,
-    /// A graceful shutdown waits for every receiver: dropped only when the connection is done.
-    stage: watch::Receiver<Stage>,
+    /// A graceful shutdown waits for every receiver to be dropped: held until the connection is
+    /// done (the stage itself is read from the server's [`ParkingLot`]).
+    _alive: watch::Receiver<Stage>,
     current_stage: Stage,
     /// The server's `max_connections` slot, given back when the connection is done.
     _permit: Option<OwnedSemaphorePermit>,
@@ -281,11 +282,15 @@ impl<S: HttpService> Conn<S> {
             shared,
             http,
             ctx,
-            stage,
             current_stage,
             ..
         } = self;
         let park_after = ctx.config.park_after;
+        // The shutdown is watched through the server's waker table: one registration per
+        // activation, then an atomic load per poll (a watch-channel future would take a lock
+        // shared with other connections on every poll).
+        let mut lot = Parked::new(&ctx.parking);
+        let mut registered: Option<Waker> = None;
         // One timer, re-armed lazily: only when a deadline comes *earlier* than the one it is
         // set for. A later deadline (the idle deadline moving on after each request) leaves it
         // alone; when it fires early the real deadline is checked and it is set again. So a
@@ -294,34 +299,31 @@ impl<S: HttpService> Conn<S> {
         let mut timer = pin!(tokio::time::sleep_until(Instant::now()));
         let mut armed: Option<Instant> = None;
         loop {
-            let event = {
-                let watch_hyper = poll_fn(|cx| {
-                    if let Poll::Ready(event) = http.poll_event(shared, cx) {
-                        return Poll::Ready(event);
-                    }
-                    let parking = if http.is_plain() { park_after } else { None };
-                    let (deadline, fin) = shared.poll_watch(cx, parking);
-                    if let Poll::Ready(Fill::PeerClosed | Fill::Error) = fin {
-                        return Poll::Ready(Event::PeerGone);
-                    }
-                    if let Some(deadline) = deadline {
-                        if armed.is_none_or(|at| deadline < at) {
-                            armed = Some(deadline);
-                            timer.as_mut().reset(deadline);
-                        }
-                    }
-                    if armed.is_some() && timer.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(Event::Timer);
-                    }
-                    Poll::Pending
-                });
-                tokio::select! {
-                    event = watch_hyper => event,
-                    next = next_stage(stage), if *current_stage != Stage::Forcing => {
-                        Event::Stage(next)
+            let event = poll_fn(|cx| {
+                if let Poll::Ready(event) = http.poll_event(shared, cx) {
+                    return Poll::Ready(event);
+                }
+                let stage = lot.watch_cached(cx.waker(), &mut registered);
+                if stage != *current_stage {
+                    return Poll::Ready(Event::Stage(stage));
+                }
+                let parking = if http.is_plain() { park_after } else { None };
+                let (deadline, fin) = shared.poll_watch(cx, parking);
+                if let Poll::Ready(Fill::PeerClosed | Fill::Error) = fin {
+                    return Poll::Ready(Event::PeerGone);
+                }
+                if let Some(deadline) = deadline {
+                    if armed.is_none_or(|at| deadline < at) {
+                        armed = Some(deadline);
+                        timer.as_mut().reset(deadline);
                     }
                 }
-            };
+                if armed.is_some() && timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Event::Timer);
+                }
+                Poll::Pending
+            })
+            .await;
             match event {
                 Event::Finished(result) => return Outcome::Closed(finished_reason(shared, result)),
                 Event::Timer => {
@@ -392,14 +394,6 @@ impl<S: HttpService> Conn<S> {
             // Fired before the deadline (it moved on): the next turn arms it again.
         })
         .await
-    }
-}
-
-/// The next stage of a graceful shutdown. A server gone without one counts as a force.
-async fn next_stage(stage: &mut watch::Receiver<Stage>) -> Stage {
-    match stage.changed().await {
-        Ok(()) => *stage.borrow_and_update(),
-        Err(_) => Stage::Forcing,
     }
 }
 

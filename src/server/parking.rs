@@ -106,6 +106,18 @@ impl<'a> Parked<'a> {
     }
 }
 
+impl Parked<'_> {
+    /// Like [`watch`](Self::watch) for a connection polled often: `cache` keeps the waker
+    /// registered, so the table's lock is taken only when the task's waker changes.
+    pub(crate) fn watch_cached(&mut self, waker: &Waker, cache: &mut Option<Waker>) -> Stage {
+        if !cache.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            self.watch(waker);
+            *cache = Some(waker.clone());
+        }
+        self.lot.stage()
+    }
+}
+
 impl Drop for Parked<'_> {
     fn drop(&mut self) {
         if let Some(key) = self.key.take() {
