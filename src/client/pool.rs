@@ -509,34 +509,6 @@ where
         }
     }
 
-    /// The history of a connection about to be opened with `slot`, its watcher already started
-    /// (it waits until the connection first comes back). The watcher's allocations, which last
-    /// as long as the connection, are then made before the connection's buffers rather than
-    /// after them, so that buffers freed when it goes idle leave whole pages behind instead of
-    /// holes between long-lived allocations. [`Slot::into_history`] starts the watcher at the
-    /// first return instead.
-    pub fn open(&self, key: K, slot: Slot) -> History<T> {
-        let mut history = slot.into_history();
-        let watch = Arc::new(Watch {
-            state: Mutex::new(WatchState {
-                idle: None,
-                park_at: None,
-                deadline: Instant::now() + self.shared.config.idle_timeout,
-                reason: PoolCloseReason::IdleTimeout,
-                armed: None,
-                waker: None,
-                retired: false,
-            }),
-        });
-        tokio::spawn(watch_connection(
-            Arc::downgrade(&self.shared),
-            key,
-            watch.clone(),
-        ));
-        history.watch = Some(watch);
-        history
-    }
-
     /// Returns a connection after a use, with its [`History`] (from [`Pooled::into_parts`] or
     /// [`Slot::into_history`]), so age, uses, the server's limits and its watcher carry over.
     pub fn put_back(&self, key: K, io: T, history: History<T>, reuse: Reuse) {

@@ -339,7 +339,6 @@ where
                     (io, history, true)
                 }
                 Checkout::Open(slot) => {
-                    let history = inner.pool.open(key.clone(), slot);
                     let mut connector = inner.connector.clone();
                     let connected = async {
                         poll_fn(|cx| connector.poll_ready(cx)).await?;
@@ -349,7 +348,7 @@ where
                     match connected {
                         Ok(io) => {
                             inner.stats.opened();
-                            (ClientConn::Bare(io), history, false)
+                            (ClientConn::Bare(io), slot.into_history(), false)
                         }
                         Err(error) => {
                             inner.pool.discard(&key, PoolCloseReason::Error);
