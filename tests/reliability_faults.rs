@@ -803,6 +803,18 @@ fn ordered_service(
     })
 }
 
+/// GET `url` on a task of its own; the whole body, or the panic of a failed request.
+fn spawn_get(client: &Client, url: String) -> tokio::task::JoinHandle<Bytes> {
+    let client = client.clone();
+    tokio::spawn(async move {
+        let response = client
+            .request(Request::get(url).body(Empty::<Bytes>::new()).unwrap())
+            .await
+            .unwrap();
+        response.into_body().collect().await.unwrap().to_bytes()
+    })
+}
+
 /// With one connection per host, 12 requests queue: they reach the server one at a time, in
 /// the order they asked, on that one connection.
 #[tokio::test]
@@ -814,15 +826,10 @@ async fn pool_waiters_get_the_connection_in_the_order_they_asked() {
     // On this current-thread runtime spawned tasks first run in the order they were spawned,
     // so they join the queue in that order.
     for id in 0..12u32 {
-        let client = client.clone();
-        let url = format!("http://{}/n?id={id}&ms=20", server.addr);
-        tasks.push(tokio::spawn(async move {
-            let response = client
-                .request(Request::get(url).body(Empty::<Bytes>::new()).unwrap())
-                .await
-                .unwrap();
-            response.into_body().collect().await.unwrap().to_bytes()
-        }));
+        tasks.push(spawn_get(
+            &client,
+            format!("http://{}/n?id={id}&ms=20", server.addr),
+        ));
     }
     for task in tasks {
         assert_eq!(within("a queued request", task).await.unwrap(), "done");
@@ -846,17 +853,7 @@ async fn pool_waiters_time_out_with_a_typed_error_and_every_place_comes_back() {
             .pool_wait_timeout(Duration::from_millis(200)),
     );
     let slow: Vec<_> = (0..2)
-        .map(|id| {
-            let client = client.clone();
-            let url = format!("http://{}/n?id={id}&ms=1500", server.addr);
-            tokio::spawn(async move {
-                let response = client
-                    .request(Request::get(url).body(Empty::<Bytes>::new()).unwrap())
-                    .await
-                    .unwrap();
-                response.into_body().collect().await.unwrap().to_bytes()
-            })
-        })
+        .map(|id| spawn_get(&client, format!("http://{}/n?id={id}&ms=1500", server.addr)))
         .collect();
     wait_until("both slow requests run", SOON, || {
         order.lock().unwrap().len() == 2
@@ -883,17 +880,7 @@ async fn pool_waiters_time_out_with_a_typed_error_and_every_place_comes_back() {
     }
     // Every place is back: a burst of 20 is served, on the same two connections.
     let burst: Vec<_> = (100..120)
-        .map(|id| {
-            let client = client.clone();
-            let url = format!("http://{}/n?id={id}", server.addr);
-            tokio::spawn(async move {
-                let response = client
-                    .request(Request::get(url).body(Empty::<Bytes>::new()).unwrap())
-                    .await
-                    .unwrap();
-                response.into_body().collect().await.unwrap().to_bytes()
-            })
-        })
+        .map(|id| spawn_get(&client, format!("http://{}/n?id={id}", server.addr)))
         .collect();
     for task in burst {
         assert_eq!(within("a burst request", task).await.unwrap(), "done");
