@@ -76,6 +76,10 @@ struct RunArgs {
     /// Seconds of each load run (0: no load figures).
     #[arg(long, default_value_t = 2.0)]
     load_secs: f64,
+    /// Run each server in a spawned task (accept loop on a worker thread) instead of on the
+    /// main thread.
+    #[arg(long)]
+    spawned: bool,
     /// Load runs per phase (none held, N held); each phase reports the run with the median
     /// requests/s.
     #[arg(long, default_value_t = 3)]
@@ -90,6 +94,10 @@ enum Cmd {
         kind: Kind,
         #[arg(long, default_value = "127.0.0.1:0")]
         addr: SocketAddr,
+        /// Run the server in a spawned task (its accept loop on a worker thread, sharing it
+        /// with connection tasks) instead of on the main thread.
+        #[arg(long)]
+        spawned: bool,
     },
     /// (child) Open `connections` to `addr`, one request each, then hold them until stdin closes.
     Hold {
@@ -127,7 +135,11 @@ impl Kind {
 fn main() {
     let cli = Cli::parse();
     match cli.command {
-        Some(Cmd::Serve { kind, addr }) => serve_child(kind, addr),
+        Some(Cmd::Serve {
+            kind,
+            addr,
+            spawned,
+        }) => serve_child(kind, addr, spawned),
         Some(Cmd::Hold { addr, connections }) => hold_child(addr, connections),
         None => run(cli.run),
     }
@@ -144,7 +156,7 @@ async fn hello(_req: Request<Incoming>) -> Result<Response<Full<Bytes>>, std::co
     ))))
 }
 
-fn serve_child(kind: Kind, addr: SocketAddr) {
+fn serve_child(kind: Kind, addr: SocketAddr, spawned: bool) {
     raise_nofile();
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
     let listener = rt.block_on(async { listen(addr) }).expect("bind");
@@ -175,7 +187,7 @@ fn serve_child(kind: Kind, addr: SocketAddr) {
         }
         std::process::exit(0);
     });
-    rt.block_on(async move {
+    let serve = async move {
         match kind {
             Kind::Bare => loop {
                 let Ok((stream, _)) = listener.accept().await else {
@@ -204,7 +216,13 @@ fn serve_child(kind: Kind, addr: SocketAddr) {
                 let _ = axum::serve(listener, app).await;
             }
         }
-    });
+    };
+    if spawned {
+        let task = rt.spawn(serve);
+        let _ = rt.block_on(task);
+    } else {
+        rt.block_on(serve);
+    }
 }
 
 /// The crate's server counters, for `measure` (the other servers have none).
@@ -309,10 +327,11 @@ struct ChildServer {
 }
 
 impl ChildServer {
-    fn start(kind: Kind) -> ChildServer {
+    fn start(kind: Kind, spawned: bool) -> ChildServer {
         let exe = std::env::current_exe().expect("current_exe");
         let mut child = Command::new(exe)
             .args(["serve", "--kind", kind.name()])
+            .args(spawned.then_some("--spawned"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -395,7 +414,7 @@ fn run(args: RunArgs) {
 
 fn measure_one(kind: Kind, n: usize, args: &RunArgs, load_rt: &tokio::runtime::Runtime) -> Value {
     eprintln!("== {} with {n} idle connections", kind.name());
-    let mut server = ChildServer::start(kind);
+    let mut server = ChildServer::start(kind, args.spawned);
     let load_secs = Duration::from_secs_f64(args.load_secs);
     let addr = server.addr;
     let load = |rt: &tokio::runtime::Runtime, secs: Duration| {

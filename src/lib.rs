@@ -115,7 +115,10 @@
 //!
 //! hyper's state is built by the connection's own task, never on the accepting thread, so the
 //! allocations a connection keeps for its life are not interleaved with buffers that parking
-//! frees, and the freed memory goes back in whole pages.
+//! frees, and the freed memory goes back in whole pages. That holds when the server is awaited
+//! outside the runtime's workers (`#[tokio::main] async fn main() { serve(..).await }`); inside
+//! `tokio::spawn` the accepting thread also serves connections and a parked connection costs
+//! about 1.9 KB of resident memory instead of 1.2 KB (BENCHMARKS.md).
 //!
 //! # The client
 //!
