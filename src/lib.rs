@@ -132,6 +132,7 @@
 //!
 //! - [`server`]: [`serve`], [`KeepAliveLayer`], [`ServerConfig`], [`ServerStats`].
 //! - [`client`]: [`client::Client`], [`client::Pool`] (also for non-HTTP connections).
+//! - `export` (feature `metrics`): the counters of both sides through the `metrics` crate facade.
 //! - [`socket`]: socket options shared by both sides.
 //! - [`fin`]: noticing the peer's FIN without losing bytes.
 //! - [`header`]: the `Connection` and `Keep-Alive` grammar.
@@ -139,6 +140,8 @@
 //!   and health checks.
 
 pub mod client;
+#[cfg(feature = "metrics")]
+pub mod export;
 pub mod fin;
 pub mod header;
 pub mod server;

@@ -150,6 +150,8 @@ impl ClientStats {
 
     pub(crate) fn opened(&self) {
         self.inner.opened.fetch_add(1, Relaxed);
+        #[cfg(feature = "metrics")]
+        crate::export::client_opened();
     }
 
     pub(crate) fn request(&self, reused: bool) {
@@ -157,13 +159,19 @@ impl ClientStats {
         if reused {
             self.inner.reused.fetch_add(1, Relaxed);
         }
+        #[cfg(feature = "metrics")]
+        crate::export::client_request(reused);
     }
 
     pub(crate) fn retry(&self) {
         self.inner.retries.fetch_add(1, Relaxed);
+        #[cfg(feature = "metrics")]
+        crate::export::client_retry();
     }
 
     pub(crate) fn closed(&self, reason: PoolCloseReason) {
         self.inner.closed[reason as usize].fetch_add(1, Relaxed);
+        #[cfg(feature = "metrics")]
+        crate::export::client_closed(reason.name());
     }
 }

@@ -218,6 +218,8 @@ impl ServerStats {
     pub(crate) fn connection_opened(&self) {
         self.inner.accepted.fetch_add(1, Relaxed);
         self.inner.active.fetch_add(1, Relaxed);
+        #[cfg(feature = "metrics")]
+        crate::export::server_opened();
     }
 
     pub(crate) fn connection_closed(&self, reason: CloseReason, client_first: bool) {
@@ -229,10 +231,14 @@ impl ServerStats {
         } else {
             c.server_closed_first.fetch_add(1, Relaxed);
         }
+        #[cfg(feature = "metrics")]
+        crate::export::server_closed(reason.name(), client_first);
     }
 
     pub(crate) fn request(&self) {
         self.inner.requests.fetch_add(1, Relaxed);
+        #[cfg(feature = "metrics")]
+        crate::export::server_request();
     }
 
     pub(crate) fn idle_changed(&self, idle: bool) {
@@ -241,32 +247,48 @@ impl ServerStats {
         } else {
             self.inner.idle.fetch_sub(1, Relaxed);
         }
+        #[cfg(feature = "metrics")]
+        crate::export::server_idle(if idle { 1.0 } else { -1.0 });
     }
 
     pub(crate) fn parked(&self) {
         self.inner.parked.fetch_add(1, Relaxed);
+        #[cfg(feature = "metrics")]
+        crate::export::server_parked(1.0);
     }
 
     pub(crate) fn unparked(&self, rebuilt: bool) {
         self.inner.parked.fetch_sub(1, Relaxed);
+        #[cfg(feature = "metrics")]
+        crate::export::server_parked(-1.0);
         if rebuilt {
             self.inner.unparked.fetch_add(1, Relaxed);
+            #[cfg(feature = "metrics")]
+            crate::export::server_unparked();
         }
     }
 
     pub(crate) fn handler_dropped(&self) {
         self.inner.handlers_dropped.fetch_add(1, Relaxed);
+        #[cfg(feature = "metrics")]
+        crate::export::server_event("keepalive_server_handlers_dropped_total");
     }
 
     pub(crate) fn linger_timeout(&self) {
         self.inner.linger_timeouts.fetch_add(1, Relaxed);
+        #[cfg(feature = "metrics")]
+        crate::export::server_event("keepalive_server_linger_timeouts_total");
     }
 
     pub(crate) fn linger_skipped(&self) {
         self.inner.linger_skipped.fetch_add(1, Relaxed);
+        #[cfg(feature = "metrics")]
+        crate::export::server_event("keepalive_server_linger_skipped_total");
     }
 
     pub(crate) fn accept_error(&self) {
         self.inner.accept_errors.fetch_add(1, Relaxed);
+        #[cfg(feature = "metrics")]
+        crate::export::server_event("keepalive_server_accept_errors_total");
     }
 }
