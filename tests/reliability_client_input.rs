@@ -162,12 +162,7 @@ async fn malformed_or_cut_bodies_are_typed_body_errors_and_the_connection_is_not
             "{case}"
         );
         next_request_is_on_a_new_connection(&client, &server, case).await;
-        wait_until(
-            &format!("{case}: no CLOSE_WAIT on the client"),
-            SOON,
-            || server.client_close_wait() == 0,
-        )
-        .await;
+        server.no_client_close_wait(case).await;
     }
 }
 
@@ -273,12 +268,7 @@ async fn a_connection_closed_right_after_its_response_is_never_reused() {
             stats.to_json()
         );
         assert_eq!(stats.opened, 2, "{case}: {}", stats.to_json());
-        wait_until(
-            &format!("{case}: no CLOSE_WAIT on the client"),
-            SOON,
-            || server.client_close_wait() == 0,
-        )
-        .await;
+        server.no_client_close_wait(case).await;
     }
 }
 

@@ -464,12 +464,7 @@ async fn client_gets_a_typed_error_at_each_stage_the_server_leaves_and_keeps_no_
         if !stage.contains("mid-body") {
             assert!(error.contains("request error Request"), "{stage}: {error}");
         }
-        wait_until(
-            &format!("{stage}: no CLOSE_WAIT on the client"),
-            SOON,
-            || server.client_close_wait() == 0,
-        )
-        .await;
+        server.no_client_close_wait(stage).await;
         assert_eq!(
             client.stats().snapshot().closed(PoolCloseReason::Error),
             1,
@@ -499,21 +494,10 @@ async fn client_gets_a_typed_error_at_each_stage_the_server_leaves_and_keeps_no_
     let listener = std::net::TcpListener::bind((unique_loopback(), 0)).unwrap();
     let gone = listener.local_addr().unwrap();
     drop(listener);
-    let client = Client::new(ClientConfig::new());
-    let error = within(
-        "a refused connect",
-        client.request(
-            Request::get(format!("http://{gone}/"))
-                .body(Empty::<Bytes>::new())
-                .unwrap(),
-        ),
-    )
-    .await
-    .unwrap_err();
+    let error = failed_get(&format!("http://{gone}/"), "a refused connect").await;
     assert_eq!(error.kind(), &ErrorKind::Connect, "{error}");
 
     // Accepted, then reset before a byte: the request fails on a fresh connection.
-    let server = RawServer::start(|_, _| Reply::Send(ok("fine"))).await;
     let listener = tokio::net::TcpListener::bind((unique_loopback(), 0))
         .await
         .unwrap();
@@ -522,23 +506,12 @@ async fn client_gets_a_typed_error_at_each_stage_the_server_leaves_and_keeps_no_
         let (stream, _) = listener.accept().await.unwrap();
         reset(stream);
     });
-    let client = Client::new(ClientConfig::new());
-    let error = within(
-        "a reset at connect",
-        client.request(
-            Request::get(format!("http://{addr}/"))
-                .body(Empty::<Bytes>::new())
-                .unwrap(),
-        ),
-    )
-    .await
-    .unwrap_err();
+    let error = failed_get(&format!("http://{addr}/"), "a reset at connect").await;
     assert!(
         matches!(error.kind(), ErrorKind::Request | ErrorKind::Connect),
         "{error}"
     );
     resetter.await.unwrap();
-    drop(server);
 }
 
 /// Idle in the pool: the server closes (FIN) or resets an idle pooled connection; the pool
@@ -801,6 +774,17 @@ fn ordered_service(
             Ok(Response::new(Full::new(Bytes::from("done"))))
         }
     })
+}
+
+/// A GET of `url` by a fresh client, which must fail; its error.
+async fn failed_get(url: &str, what: &str) -> keepalive::client::Error {
+    let client = Client::new(ClientConfig::new());
+    within(
+        what,
+        client.request(Request::get(url).body(Empty::<Bytes>::new()).unwrap()),
+    )
+    .await
+    .unwrap_err()
 }
 
 /// GET `url` on a task of its own; the whole body, or the panic of a failed request.

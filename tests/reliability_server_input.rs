@@ -30,7 +30,7 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Bytes, Frame, Incoming};
 use keepalive::{CloseReason, ServerConfig};
 use support::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// The header timeout of every server here.
@@ -190,7 +190,7 @@ impl Ending {
 }
 
 /// Reads until the server closes (EOF or reset); panics if it does not within [`SOON`].
-async fn read_to_end(stream: &mut TcpStream, what: &str) -> Ending {
+async fn read_to_end(stream: &mut (impl AsyncRead + Unpin), what: &str) -> Ending {
     let mut received = Vec::new();
     let reset = within(what, async {
         let mut buf = [0u8; 16 * 1024];
@@ -216,23 +216,12 @@ async fn send_and_read(server: &TestServer, bytes: Vec<u8>, case: &str) -> Endin
         let _ = writer.write_all(&bytes).await;
         writer
     });
-    let mut received = Vec::new();
-    let reset = within(&format!("{case}: the server closes"), async {
-        let mut buf = [0u8; 16 * 1024];
-        loop {
-            match reader.read(&mut buf).await {
-                Ok(0) => return false,
-                Ok(n) => received.extend_from_slice(&buf[..n]),
-                Err(_) => return true,
-            }
-        }
-    })
-    .await;
+    let ending = read_to_end(&mut reader, &format!("{case}: the server closes")).await;
     let writer = within(&format!("{case}: the writer ends"), writing)
         .await
         .unwrap();
     drop(writer.reunite(reader));
-    Ending { received, reset }
+    ending
 }
 
 /// The expected outcome of a malformed request.

@@ -86,6 +86,16 @@ impl RawServer {
         self.seen.lock().unwrap().clone()
     }
 
+    /// Waits (up to [`SOON`](super::SOON)) until the client keeps no socket to this server in CLOSE_WAIT.
+    pub async fn no_client_close_wait(&self, case: &str) {
+        super::wait_until(
+            &format!("{case}: no CLOSE_WAIT on the client"),
+            super::SOON,
+            || self.client_close_wait() == 0,
+        )
+        .await;
+    }
+
     /// The client's sockets to this server in CLOSE_WAIT.
     pub fn client_close_wait(&self) -> usize {
         tcp_state::count(
