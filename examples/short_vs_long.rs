@@ -6,6 +6,7 @@
 //! cargo run --release --example short_vs_long                       # built-in keepalive server
 //! cargo run --release --example short_vs_long -- --server plain      # plain hyper-util server
 //! cargo run --release --example short_vs_long -- --url http://127.0.0.1:8080/ --json
+//! cargo run --release --features rustls --example short_vs_long -- --tls   # over TLS
 //! ```
 
 mod support;
@@ -24,7 +25,7 @@ use http::header::{HeaderValue, CONNECTION};
 use http::{Request, Response, Uri};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::{Bytes, Incoming};
-use keepalive::client::{Client, ClientConfig};
+use keepalive::client::{Client, ClientConfig, Connect};
 use keepalive::tcp_state::{self, Filter, StateCounts};
 use keepalive::{KeepAliveLayer, ServerConfig};
 use support::parse_duration;
@@ -59,6 +60,11 @@ struct Args {
     /// Write the latency distributions of the modes side by side as an SVG.
     #[arg(long)]
     plot: Option<PathBuf>,
+    /// HTTPS: the built-in server gets a self-signed certificate made at start and the client
+    /// trusts it, so the figures include a TLS handshake per short connection (needs the
+    /// feature `rustls`: `cargo run --release --features rustls --example short_vs_long -- --tls`).
+    #[arg(long)]
+    tls: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -84,6 +90,7 @@ struct ModeResult {
     connections_opened: u64,
     server: StateDelta,
     client: StateDelta,
+    tls: bool,
 }
 
 #[derive(Default, Clone, Copy)]
@@ -94,15 +101,22 @@ struct StateDelta {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
+    let tls = Tls::new(&args)?;
     let (target, server_name) = match &args.url {
-        Some(url) => (url.clone(), "external"),
+        Some(url) => {
+            if url.scheme_str() == Some("https") {
+                return Err("https URLs are not supported (only the built-in server's certificate is trusted): use --tls without --url".into());
+            }
+            (url.clone(), "external")
+        }
         None => {
-            let addr = start_builtin_server(args.server)?;
+            let addr = start_builtin_server(args.server, &tls)?;
             let name = match args.server {
                 ServerKind::Keepalive => "keepalive",
                 ServerKind::Plain => "plain",
             };
-            (format!("http://{addr}/").parse()?, name)
+            let scheme = if args.tls { "https" } else { "http" };
+            (format!("{scheme}://{addr}/").parse()?, name)
         }
     };
     let header = kernel_header(&target, server_name, &args);
@@ -123,7 +137,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let mut results = Vec::new();
     for &mode in modes {
-        let result = runtime.block_on(run_mode(mode, &target, &args))?;
+        let result = runtime.block_on(tls.run_mode(mode, &target, &args))?;
         if args.json {
             println!("{}", json_line(&result, server_name));
         }
@@ -141,8 +155,53 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// The certificate of a `--tls` run (none without the feature `rustls`).
+#[derive(Clone)]
+struct Tls {
+    #[cfg(feature = "rustls")]
+    config: Option<support::tls::TestTls>,
+}
+
+impl Tls {
+    fn new(args: &Args) -> Result<Tls, Box<dyn std::error::Error>> {
+        #[cfg(feature = "rustls")]
+        {
+            Ok(Tls {
+                config: args.tls.then(support::tls::TestTls::new),
+            })
+        }
+        #[cfg(not(feature = "rustls"))]
+        {
+            if args.tls {
+                return Err("--tls needs the feature rustls: cargo run --release --features rustls --example short_vs_long -- --tls".into());
+            }
+            Ok(Tls {})
+        }
+    }
+
+    /// One mode with the client this run needs (TLS-capable or not).
+    async fn run_mode(
+        &self,
+        mode: &'static str,
+        target: &Uri,
+        args: &Args,
+    ) -> std::io::Result<ModeResult> {
+        let config = ClientConfig::new()
+            .max_idle_per_host(args.concurrency.max(1) * 2)
+            .idle_timeout(Duration::from_secs(50));
+        #[cfg(feature = "rustls")]
+        if let Some(tls) = &self.config {
+            let connector = keepalive::client::TlsConnector::new(&config, tls.client.clone());
+            let client = Client::with_connector(config, connector);
+            return run_mode(client, mode, target, args).await;
+        }
+        run_mode(Client::new(config), mode, target, args).await
+    }
+}
+
 /// Starts the built-in server on its own runtime thread (one worker), on 127.0.0.1:0.
-fn start_builtin_server(kind: ServerKind) -> std::io::Result<SocketAddr> {
+fn start_builtin_server(kind: ServerKind, tls: &Tls) -> std::io::Result<SocketAddr> {
+    let tls = tls.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -151,6 +210,28 @@ fn start_builtin_server(kind: ServerKind) -> std::io::Result<SocketAddr> {
     let addr = listener.local_addr()?;
     std::thread::spawn(move || {
         runtime.block_on(async move {
+            #[cfg(feature = "rustls")]
+            if let Some(tls) = &tls.config {
+                match kind {
+                    ServerKind::Keepalive => {
+                        let service = tower::ServiceBuilder::new()
+                            .layer(KeepAliveLayer::new())
+                            .service_fn(hello);
+                        let _ = keepalive::serve(listener, service)
+                            .handshake(tls.acceptor())
+                            .config(ServerConfig::new())
+                            .await;
+                    }
+                    ServerKind::Plain => {
+                        support::tls::serve_plain_tls(listener, tls.acceptor(), || {
+                            hyper::service::service_fn(hello)
+                        })
+                        .await;
+                    }
+                }
+                return;
+            }
+            let _ = &tls;
             match kind {
                 ServerKind::Keepalive => {
                     let service = tower::ServiceBuilder::new()
@@ -183,20 +264,25 @@ async fn hello(_req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infalli
 /// The server's end (local port = the server's) and the clients' ends (remote port = the
 /// server's) of connections to the target, as the kernel sees them.
 fn kernel_sides(target: &Uri) -> Option<(StateCounts, StateCounts)> {
-    let port = target.port_u16().unwrap_or(80);
+    let default = if target.scheme_str() == Some("https") {
+        443
+    } else {
+        80
+    };
+    let port = target.port_u16().unwrap_or(default);
     let server = tcp_state::count(Filter::new().local_port(port)).ok()?;
     let client = tcp_state::count(Filter::new().remote_port(port)).ok()?;
     Some((server, client))
 }
 
-async fn run_mode(mode: &'static str, target: &Uri, args: &Args) -> std::io::Result<ModeResult> {
+async fn run_mode<C: Connect>(
+    client: Client<C>,
+    mode: &'static str,
+    target: &Uri,
+    args: &Args,
+) -> std::io::Result<ModeResult> {
     let short = mode == "short";
     let before = kernel_sides(target);
-    let client = Client::new(
-        ClientConfig::new()
-            .max_idle_per_host(args.concurrency.max(1) * 2)
-            .idle_timeout(Duration::from_secs(50)),
-    );
     let issued = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -281,6 +367,7 @@ async fn run_mode(mode: &'static str, target: &Uri, args: &Args) -> std::io::Res
         connections_opened,
         server: delta(before.as_ref().map(|b| &b.0), after.as_ref().map(|a| &a.0)),
         client: delta(before.as_ref().map(|b| &b.1), after.as_ref().map(|a| &a.1)),
+        tls: target.scheme_str() == Some("https"),
     })
 }
 
@@ -422,6 +509,7 @@ fn json_line(r: &ModeResult, server: &str) -> String {
         "close_wait_server": r.server.close_wait,
         "close_wait_client": r.client.close_wait,
         "elapsed_s": r.elapsed.as_secs_f64(),
+        "tls": r.tls,
     })
     .to_string()
 }

@@ -2,6 +2,8 @@
 #![allow(dead_code)] // each example uses a different part
 
 pub(crate) mod memory;
+#[cfg(feature = "rustls")]
+pub(crate) mod tls;
 
 use std::time::Duration;
 

@@ -62,8 +62,12 @@ where
 
 /// What a hyper error on an idle connection means for the pool.
 fn idle_error_reason(error: &hyper::Error) -> PoolCloseReason {
-    let io = std::error::Error::source(error).is_some_and(|s| s.is::<std::io::Error>());
-    if io {
+    let io = std::error::Error::source(error).and_then(|s| s.downcast_ref::<std::io::Error>());
+    if let Some(io) = io {
+        if io.kind() == std::io::ErrorKind::UnexpectedEof {
+            // The server's FIN without a TLS close_notify.
+            return PoolCloseReason::ServerFin;
+        }
         PoolCloseReason::Error
     } else {
         // A protocol error while nothing was asked: bytes the server sent on its own.

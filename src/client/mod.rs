@@ -26,6 +26,8 @@ mod io;
 mod pool;
 mod service;
 mod stats;
+#[cfg(feature = "rustls")]
+mod tls;
 
 pub use body::ResponseBody;
 pub use config::ClientConfig;
@@ -34,3 +36,5 @@ pub use error::{Error, ErrorKind};
 pub use pool::{Checkout, History, Idle, Pool, PoolConfig, Pooled, Reuse, Slot, WaitTimeout};
 pub use service::{Client, Connect, PoolKey};
 pub use stats::{ClientStats, ClientStatsSnapshot, PoolCloseReason};
+#[cfg(feature = "rustls")]
+pub use tls::{MaybeTls, TlsConnector};

@@ -282,6 +282,10 @@ impl<T: AsyncRead + Unpin + Send + 'static> Idle for T {
                 Poll::Ready(PoolCloseReason::ServerFin)
             }
             Poll::Ready(Ok(())) => Poll::Ready(PoolCloseReason::UnexpectedData),
+            // A TLS stream reports the server's FIN without a close_notify so.
+            Poll::Ready(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                Poll::Ready(PoolCloseReason::ServerFin)
+            }
             Poll::Ready(Err(_)) => Poll::Ready(PoolCloseReason::Error),
             Poll::Pending => Poll::Pending,
         }

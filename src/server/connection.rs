@@ -65,6 +65,8 @@ pub(crate) struct State {
     upgrades_on: bool,
     /// The peer's FIN seen while the connection was parked (nobody reads then).
     parked_fin: bool,
+    /// The stream under hyper ended (see [`Shared::stream_ended`]).
+    stream_ended: bool,
     /// Whether the current request's body is still arriving.
     body: BodyProgress,
 }
@@ -90,10 +92,18 @@ pub(crate) struct Shared {
     /// connection to one that supports upgrades (see `driver`). Checked on every poll of the
     /// connection, so an atomic rather than under the lock.
     upgrade_wanted: AtomicBool,
+    /// hyper's bytes are the socket's bytes (no TLS): a 408 can be written straight to the
+    /// socket.
+    pub(crate) cleartext: bool,
 }
 
 impl Shared {
-    pub(crate) fn new(stream: TcpStream, peer: IpAddr, ctx: Arc<ConnContext>) -> Self {
+    pub(crate) fn new(
+        stream: TcpStream,
+        peer: IpAddr,
+        ctx: Arc<ConnContext>,
+        cleartext: bool,
+    ) -> Self {
         let born = Instant::now();
         let config = &ctx.config;
         ctx.stats.idle_changed(true);
@@ -115,12 +125,14 @@ impl Shared {
                 handler_running: false,
                 upgrades_on: false,
                 parked_fin: false,
+                stream_ended: false,
                 body: BodyProgress::default(),
             }),
             ctx,
             born,
             write_pending: AtomicBool::new(false),
             upgrade_wanted: AtomicBool::new(false),
+            cleartext,
         }
     }
 
@@ -347,21 +359,40 @@ impl Shared {
         let state = self.lock();
         matches!(state.phase, Phase::Idle { since, .. } if now >= since + park_after)
             && state.read_ahead.buffered() == 0
+            && state.linger.is_none()
             && !state.upgrades_on
     }
 
-    /// Hands bytes hyper had read but not parsed (the start of a pipelined head) back to the
-    /// read-ahead, in front of anything buffered there, so the next reader gets them first.
-    /// From then on the head is timed by the header timeout.
-    pub(crate) fn unread(&self, bytes: &[u8]) {
-        if bytes.is_empty() {
-            return;
-        }
+    /// Bytes of a request (after the TLS layer, if any) were handed to hyper: the first byte of
+    /// a head starts the header timeout, and the body's progress is counted.
+    pub(crate) fn delivered(&self, bytes: &[u8]) {
         let mut state = self.lock();
-        state.read_ahead.unread(bytes);
+        let new_head = matches!(state.phase, Phase::Idle { .. });
+        state.body.delivered(bytes, new_head);
+        if new_head {
+            let deadline = Instant::now() + self.ctx.config.header_timeout;
+            self.set_phase(&mut state, Phase::ReadingHead { deadline });
+        }
+    }
+
+    /// Bytes hyper had read but not parsed (the start of a pipelined head) were handed back:
+    /// from now on the head is timed by the header timeout.
+    pub(crate) fn head_pending(&self) {
+        let mut state = self.lock();
         if let Phase::Idle { .. } = state.phase {
             let deadline = Instant::now() + self.ctx.config.header_timeout;
             self.set_phase(&mut state, Phase::ReadingHead { deadline });
+        }
+    }
+
+    /// The stream under hyper ended: the client's FIN, or (under TLS) its `close_notify`,
+    /// which counts as the client's close too.
+    pub(crate) fn stream_ended(&self) {
+        let mut state = self.lock();
+        state.stream_ended = true;
+        if let Phase::Idle { .. } | Phase::ReadingHead { .. } = state.phase {
+            // hyper closes now: no parking, no idle deadline during its close.
+            self.set_phase(&mut state, Phase::Closing);
         }
     }
 
@@ -372,7 +403,7 @@ impl Shared {
 
     pub(crate) fn peer_closed(&self) -> bool {
         let state = self.lock();
-        state.parked_fin || state.read_ahead.peer_closed()
+        state.parked_fin || state.stream_ended || state.read_ahead.peer_closed()
     }
 
     pub(crate) fn phase(&self) -> Phase {
@@ -422,8 +453,9 @@ fn poll_write_with(
     }
 }
 
-/// The IO hyper reads and writes: reads go through the read-ahead (so nothing the FIN watch
-/// read is lost), writes go straight to the socket, and shutdown is the client-first close.
+/// The socket as the connection's stream (TLS, or hyper directly) sees it: reads go through the
+/// read-ahead (so nothing the FIN watch read is lost), writes go straight to the socket, and
+/// shutdown is the client-first close.
 #[derive(Debug)]
 pub(crate) struct ConnIo {
     shared: Arc<Shared>,
@@ -432,6 +464,10 @@ pub(crate) struct ConnIo {
 impl ConnIo {
     pub(crate) fn new(shared: Arc<Shared>) -> Self {
         ConnIo { shared }
+    }
+
+    pub(crate) fn stream(&self) -> &TcpStream {
+        &self.shared.stream
     }
 }
 
@@ -445,14 +481,9 @@ impl AsyncRead for ConnIo {
         let mut state = shared.lock();
         let before = buf.filled().len();
         let result = ready!(state.read_ahead.poll_read(&shared.stream, cx, buf));
-        let read = &buf.filled()[before..];
-        if !read.is_empty() {
-            let new_head = matches!(state.phase, Phase::Idle { .. });
-            state.body.delivered(read, new_head);
-            if new_head {
-                let deadline = Instant::now() + shared.ctx.config.header_timeout;
-                shared.set_phase(&mut state, Phase::ReadingHead { deadline });
-            }
+        if result.is_ok() && buf.filled().len() == before && buf.remaining() > 0 {
+            // The client's FIN (under TLS the stream above may report it as an error).
+            state.stream_ended = true;
         }
         Poll::Ready(result)
     }

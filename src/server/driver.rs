@@ -17,6 +17,8 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::connection::{ConnIo, Phase, Shared};
+use super::handshake::{Handshake, ServerIo};
+use super::http_io::HttpIo;
 use super::parking::{Parked, ParkingLot};
 use super::peer_memory::PeerMemory;
 use super::policy::Policy;
@@ -88,44 +90,67 @@ enum Event {
 }
 
 /// Starts serving one accepted connection, on a task of its own.
-pub(crate) fn spawn_connection<S>(
+pub(crate) fn spawn_connection<S, H>(
     stream: TcpStream,
     peer: SocketAddr,
     service: S,
+    handshake: &H,
     ctx: Arc<ConnContext>,
     stage: watch::Receiver<Stage>,
     permit: Option<OwnedSemaphorePermit>,
 ) where
     S: HttpService,
+    H: Handshake,
 {
     let _ = ctx.config.socket.apply(&stream);
-    let shared = Arc::new(Shared::new(stream, peer.ip(), ctx.clone()));
+    let shared = Arc::new(Shared::new(
+        stream,
+        peer.ip(),
+        ctx.clone(),
+        handshake.is_cleartext(),
+    ));
     ctx.stats.connection_opened();
-    let io = TokioIo::new(ConnIo::new(shared.clone()));
+    let handshaking = handshake.handshake(ServerIo::new(ConnIo::new(shared.clone())));
     let service = ConnService::new(service, shared.clone());
-    // hyper's state (with its 8 KiB write buffer) is built by the connection's task, not
-    // here: long-lived allocations made on the accepting thread are then not interleaved with
-    // buffers that are freed when the connection parks.
-    let http = Http::Parked { io, service };
-    let current_stage = ctx.parking.stage();
-    if current_stage >= Stage::Draining {
-        shared.start_drain();
-    }
-    let conn = Conn {
-        shared,
-        http,
-        ctx,
-        _alive: stage,
-        current_stage,
-        _permit: permit,
-    };
-    tokio::spawn(run(conn));
+    tokio::spawn(async move {
+        let header_timeout = ctx.config.header_timeout;
+        let stream = match tokio::time::timeout(header_timeout, handshaking).await {
+            Ok(Ok(stream)) => stream,
+            failed => {
+                if let Ok(Err(error)) = failed {
+                    tracing::debug!(parent: &shared.span(), %error, "handshake failed");
+                }
+                shared.finish();
+                ctx.stats
+                    .connection_closed(CloseReason::Handshake, shared.peer_closed());
+                return;
+            }
+        };
+        let io = TokioIo::new(HttpIo::new(stream, shared.clone()));
+        // hyper's state (with its 8 KiB write buffer) is built by the connection's task, not
+        // on the accepting thread: long-lived allocations made there are then not interleaved
+        // with buffers that are freed when the connection parks.
+        let http = Http::Parked { io, service };
+        let current_stage = ctx.parking.stage();
+        if current_stage >= Stage::Draining {
+            shared.start_drain();
+        }
+        let conn = Conn {
+            shared,
+            http,
+            ctx,
+            _alive: stage,
+            current_stage,
+            _permit: permit,
+        };
+        run(conn).await;
+    });
 }
 
 /// A connection for its whole life, whichever task runs it.
-struct Conn<S: HttpService> {
+struct Conn<T, S: HttpService> {
     shared: Arc<Shared>,
-    http: Http<S>,
+    http: Http<T, S>,
     ctx: Arc<ConnContext>,
     /// A graceful shutdown waits for every receiver to be dropped: held until the connection is
     /// done (the stage itself is read from the server's [`ParkingLot`]).
@@ -147,7 +172,7 @@ enum Outcome {
 /// Serves the connection to its end. hyper's state lives in allocations of its own, made by
 /// this task when a request arrives and freed when the connection parks, so a parked
 /// connection holds only the socket, its timers and a few counters.
-async fn run<S: HttpService>(mut conn: Conn<S>) {
+async fn run<T: Stream, S: HttpService>(mut conn: Conn<T, S>) {
     conn.http.activate(&conn.ctx);
     let reason = loop {
         let outcome = if conn.http.is_parked() {
@@ -171,23 +196,28 @@ async fn run<S: HttpService>(mut conn: Conn<S>) {
     conn.ctx.stats.connection_closed(reason, client_first);
 }
 
-type Io = TokioIo<ConnIo>;
+/// The stream a [`Handshake`] made, as the driver needs it.
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> Stream for T {}
+
+type Io<T> = TokioIo<HttpIo<T>>;
 
 /// hyper's side of a connection, or what is left of it while parked.
-enum Http<S: HttpService> {
+enum Http<T, S: HttpService> {
     /// hyper's HTTP/1 connection, able to be taken apart (parked, or switched to upgrades).
-    Plain(Box<http1::Connection<Io, ConnService<S>>>),
+    Plain(Box<http1::Connection<Io<T>, ConnService<S>>>),
     /// After a request that may upgrade: hyper's connection with upgrades on. Never parked.
-    Upgrades(Pin<Box<http1::UpgradeableConnection<Io, ConnService<S>>>>),
+    Upgrades(Pin<Box<http1::UpgradeableConnection<Io<T>, ConnService<S>>>>),
     /// Idle for a while: only the socket (inside the IO) and the service are kept; hyper's
     /// state with its buffers is rebuilt when the next request arrives.
-    Parked { io: Io, service: ConnService<S> },
+    Parked { io: Io<T>, service: ConnService<S> },
     /// Between two of the above, never seen by a poll.
     Moving,
 }
 
-impl<S: HttpService> Http<S> {
-    fn new(ctx: &ConnContext, io: Io, service: ConnService<S>) -> Self {
+impl<T: Stream, S: HttpService> Http<T, S> {
+    fn new(ctx: &ConnContext, io: Io<T>, service: ConnService<S>) -> Self {
         Http::Plain(Box::new(ctx.http1.serve_connection(io, service)))
     }
 
@@ -229,14 +259,14 @@ impl<S: HttpService> Http<S> {
     }
 
     /// Takes hyper's state apart, keeping the socket and the service. Bytes hyper read but
-    /// had not parsed go back to the read-ahead; then hyper is rebuilt at once instead (and
-    /// this returns false).
-    fn park(&mut self, ctx: &ConnContext, shared: &Shared) -> bool {
+    /// had not parsed are handed back to the stream; then hyper is rebuilt at once instead
+    /// (and this returns false).
+    fn park(&mut self, ctx: &ConnContext) -> bool {
         let Http::Plain(conn) = std::mem::replace(self, Http::Moving) else {
             unreachable!("only a plain connection is parked")
         };
-        let parts = conn.into_parts();
-        if parts.read_buf.is_empty() {
+        let mut parts = conn.into_parts();
+        if parts.read_buf.is_empty() && parts.io.inner().nothing_unread() {
             ctx.stats.parked();
             tracing::trace!("parked");
             *self = Http::Parked {
@@ -245,7 +275,7 @@ impl<S: HttpService> Http<S> {
             };
             true
         } else {
-            shared.unread(&parts.read_buf);
+            parts.io.inner_mut().unread(&parts.read_buf);
             *self = Http::new(ctx, parts.io, parts.service);
             false
         }
@@ -275,7 +305,7 @@ impl<S: HttpService> Http<S> {
     }
 }
 
-impl<S: HttpService> Conn<S> {
+impl<T: Stream, S: HttpService> Conn<T, S> {
     /// Runs hyper and the timers until the connection ends or parks.
     async fn step(&mut self) -> Outcome {
         let Conn {
@@ -333,8 +363,7 @@ impl<S: HttpService> Conn<S> {
                         return expired(shared, ctx, reason);
                     }
                     if let Some(after) = park_after {
-                        if http.is_plain() && shared.parkable(now, after) && http.park(ctx, shared)
-                        {
+                        if http.is_plain() && shared.parkable(now, after) && http.park(ctx) {
                             return Outcome::Parked;
                         }
                     }
@@ -415,14 +444,19 @@ fn stage_changed(shared: &Shared, current: &mut Stage, next: Stage) -> Option<Ou
 /// A deadline passed: close, with a 408 for an incomplete head or body or a reset if
 /// configured.
 fn expired(shared: &Shared, ctx: &ConnContext, reason: CloseReason) -> Outcome {
+    // Under TLS the 408 would have to be encrypted by a stream hyper owns: just close.
     if reason == CloseReason::HeaderTimeout {
         // Best effort: the head is incomplete, hyper has written nothing.
-        let _ = shared.stream.try_write(REQUEST_TIMEOUT);
+        if shared.cleartext {
+            let _ = shared.stream.try_write(REQUEST_TIMEOUT);
+        }
     } else if reason == CloseReason::BodyTimeout {
         if shared.lock().handler_running {
             // The handler waits for the body and has not answered: nothing written yet.
             ctx.stats.handler_dropped();
-            let _ = shared.stream.try_write(REQUEST_TIMEOUT);
+            if shared.cleartext {
+                let _ = shared.stream.try_write(REQUEST_TIMEOUT);
+            }
         }
     } else if reason == CloseReason::IdleTimeout && ctx.config.abortive_idle_close {
         let _ = crate::socket::set_abortive_close(&shared.stream);

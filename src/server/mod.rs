@@ -8,6 +8,8 @@ mod body_progress;
 mod config;
 mod connection;
 mod driver;
+mod handshake;
+mod http_io;
 mod layer;
 mod parking;
 mod peer_memory;
@@ -17,6 +19,7 @@ mod service;
 mod stats;
 
 pub use config::ServerConfig;
+pub use handshake::{Cleartext, Handshake, ServerIo};
 
 use http::{Request, Response};
 use http_body::Body;

@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
 use super::driver::{spawn_connection, ConnContext, Stage};
+use super::handshake::{Cleartext, Handshake};
 use super::HttpService;
 use super::{ServerConfig, ServerStats};
 
@@ -39,20 +40,40 @@ pub fn serve<S>(listener: TcpListener, service: S) -> Serve<S> {
         service,
         config: ServerConfig::default(),
         stats: ServerStats::default(),
+        handshake: Cleartext,
     }
 }
 
 /// A server that is ready to run; `.await` it. Made by [`serve`].
 #[derive(Debug)]
 #[must_use = "a server does nothing until awaited"]
-pub struct Serve<S> {
+pub struct Serve<S, H = Cleartext> {
     listener: TcpListener,
     service: S,
     config: ServerConfig,
     stats: ServerStats,
+    handshake: H,
 }
 
 impl<S> Serve<S> {
+    /// Runs a handshake on each accepted connection before serving HTTP on it: TLS, with
+    /// `tokio_rustls::TlsAcceptor` (feature `rustls`) or any [`Handshake`]. Socket options,
+    /// the FIN watch, the client-first close and idle parking all keep working; a TLS
+    /// `close_notify` from the client counts as its close.
+    ///
+    /// Default: none (plain HTTP).
+    pub fn handshake<H: Handshake>(self, handshake: H) -> Serve<S, H> {
+        Serve {
+            listener: self.listener,
+            service: self.service,
+            config: self.config,
+            stats: self.stats,
+            handshake,
+        }
+    }
+}
+
+impl<S, H> Serve<S, H> {
     /// Replaces the configuration.
     ///
     /// Default is [`ServerConfig::default`].
@@ -76,7 +97,7 @@ impl<S> Serve<S> {
     /// [`drain_grace`](ServerConfig::drain_grace) for a request already on its way, waits up
     /// to [`shutdown_timeout`](ServerConfig::shutdown_timeout) and then closes the rest by
     /// force (counted as [`CloseReason::Forced`](super::CloseReason::Forced)).
-    pub fn with_graceful_shutdown<F>(self, signal: F) -> WithGracefulShutdown<S, F>
+    pub fn with_graceful_shutdown<F>(self, signal: F) -> WithGracefulShutdown<S, F, H>
     where
         F: Future<Output = ()> + Send + 'static,
     {
@@ -90,12 +111,12 @@ impl<S> Serve<S> {
 /// A server with a shutdown signal; `.await` it. Made by [`Serve::with_graceful_shutdown`].
 #[derive(Debug)]
 #[must_use = "a server does nothing until awaited"]
-pub struct WithGracefulShutdown<S, F> {
-    serve: Serve<S>,
+pub struct WithGracefulShutdown<S, F, H = Cleartext> {
+    serve: Serve<S, H>,
     signal: F,
 }
 
-impl<S, F> WithGracefulShutdown<S, F> {
+impl<S, F, H> WithGracefulShutdown<S, F, H> {
     /// The server's live counters.
     pub fn stats(&self) -> ServerStats {
         self.serve.stats()
@@ -107,9 +128,10 @@ impl<S, F> WithGracefulShutdown<S, F> {
     }
 }
 
-impl<S> IntoFuture for Serve<S>
+impl<S, H> IntoFuture for Serve<S, H>
 where
     S: HttpService,
+    H: Handshake,
 {
     type Output = io::Result<()>;
     type IntoFuture = Pin<Box<dyn Future<Output = io::Result<()>> + Send>>;
@@ -119,10 +141,11 @@ where
     }
 }
 
-impl<S, F> IntoFuture for WithGracefulShutdown<S, F>
+impl<S, F, H> IntoFuture for WithGracefulShutdown<S, F, H>
 where
     S: HttpService,
     F: Future<Output = ()> + Send + 'static,
+    H: Handshake,
 {
     type Output = io::Result<()>;
     type IntoFuture = Pin<Box<dyn Future<Output = io::Result<()>> + Send>>;
@@ -132,16 +155,18 @@ where
     }
 }
 
-async fn run<S, F>(serve: Serve<S>, signal: F) -> io::Result<()>
+async fn run<S, F, H>(serve: Serve<S, H>, signal: F) -> io::Result<()>
 where
     S: HttpService,
     F: Future<Output = ()> + Send + 'static,
+    H: Handshake,
 {
     let Serve {
         listener,
         service,
         config,
         stats,
+        handshake,
     } = serve;
     let shutdown_timeout = config.shutdown_timeout;
     let limit = config
@@ -180,7 +205,7 @@ where
         let service = service.clone();
         let ctx = ctx.clone();
         let stage = stage_rx.clone();
-        spawn_connection(stream, peer, service, ctx, stage, permit);
+        spawn_connection(stream, peer, service, &handshake, ctx, stage, permit);
     }
 
     drop(listener);

@@ -38,11 +38,13 @@ pub enum CloseReason {
     /// The connection was handed over to a protocol upgrade (WebSocket, CONNECT); from then on
     /// its new owner runs and closes it, outside these counters.
     Upgraded,
+    /// The handshake before HTTP (TLS) failed or did not finish within the header timeout.
+    Handshake,
 }
 
 impl CloseReason {
     /// Every reason, in a fixed order.
-    pub const ALL: [CloseReason; 14] = [
+    pub const ALL: [CloseReason; 15] = [
         CloseReason::PeerFin,
         CloseReason::IdleTimeout,
         CloseReason::HeaderTimeout,
@@ -57,6 +59,7 @@ impl CloseReason {
         CloseReason::Error,
         CloseReason::NotReusable,
         CloseReason::Upgraded,
+        CloseReason::Handshake,
     ];
 
     /// A short snake_case name, as used in the JSON of the examples.
@@ -76,6 +79,7 @@ impl CloseReason {
             CloseReason::Error => "error",
             CloseReason::NotReusable => "not_reusable",
             CloseReason::Upgraded => "upgraded",
+            CloseReason::Handshake => "handshake",
         }
     }
 

@@ -3,6 +3,9 @@
 #![allow(dead_code, unreachable_pub)] // each test file uses a different part
 
 pub mod raw;
+#[cfg(feature = "rustls")]
+#[path = "../../examples/support/tls.rs"]
+pub mod tls;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -118,10 +121,45 @@ impl TestServer {
         config: ServerConfig,
         service: S,
     ) -> TestServer {
+        Self::start_handshake(config, service, keepalive::server::Cleartext).await
+    }
+
+    /// Serves [`routes`] over TLS with a fresh self-signed certificate valid for the server's
+    /// address; returns the configurations that trust it too.
+    #[cfg(feature = "rustls")]
+    pub async fn start_tls(config: ServerConfig) -> (TestServer, tls::TestTls) {
         let listener = TcpListener::bind((unique_loopback(), 0)).await.unwrap();
+        let ip = listener.local_addr().unwrap().ip().to_string();
+        let tls = tls::TestTls::with_names(&[ip]);
+        let server =
+            Self::serve_on(listener, config, tower::service_fn(routes), tls.acceptor()).await;
+        (server, tls)
+    }
+
+    /// Serves `service` with `config`, each connection through `handshake` first.
+    pub async fn start_handshake<S, H>(config: ServerConfig, service: S, handshake: H) -> TestServer
+    where
+        S: keepalive::server::HttpService,
+        H: keepalive::server::Handshake,
+    {
+        let listener = TcpListener::bind((unique_loopback(), 0)).await.unwrap();
+        Self::serve_on(listener, config, service, handshake).await
+    }
+
+    async fn serve_on<S, H>(
+        listener: TcpListener,
+        config: ServerConfig,
+        service: S,
+        handshake: H,
+    ) -> TestServer
+    where
+        S: keepalive::server::HttpService,
+        H: keepalive::server::Handshake,
+    {
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
         let server = keepalive::serve(listener, service)
+            .handshake(handshake)
             .config(config)
             .with_graceful_shutdown(async {
                 let _ = rx.await;
@@ -198,7 +236,7 @@ impl RawResponse {
 /// Reads one response from `stream` (Content-Length, chunked, or until close), keeping any
 /// bytes after it in `leftover`.
 pub async fn read_response(
-    stream: &mut TcpStream,
+    stream: &mut (impl tokio::io::AsyncRead + Unpin),
     leftover: &mut Vec<u8>,
 ) -> std::io::Result<RawResponse> {
     let head_end = loop {
@@ -272,7 +310,10 @@ pub async fn read_response(
     Ok(response)
 }
 
-async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<()> {
+async fn read_more(
+    stream: &mut (impl tokio::io::AsyncRead + Unpin),
+    buf: &mut Vec<u8>,
+) -> std::io::Result<()> {
     let mut chunk = [0u8; 4096];
     let n = stream.read(&mut chunk).await?;
     if n == 0 {
@@ -290,7 +331,10 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 /// Sends one request and reads its response.
-pub async fn request(stream: &mut TcpStream, raw: &str) -> RawResponse {
+pub async fn request(
+    stream: &mut (impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin),
+    raw: &str,
+) -> RawResponse {
     stream.write_all(raw.as_bytes()).await.unwrap();
     let mut leftover = Vec::new();
     let response = read_response(stream, &mut leftover).await.unwrap();
@@ -304,7 +348,7 @@ pub fn get(path: &str, extra: &str) -> String {
 }
 
 /// Waits for the peer to close `stream` (EOF), reading and discarding anything first.
-pub async fn expect_eof(stream: &mut TcpStream) -> Vec<u8> {
+pub async fn expect_eof(stream: &mut (impl tokio::io::AsyncRead + Unpin)) -> Vec<u8> {
     let mut rest = Vec::new();
     let result = tokio::time::timeout(SOON, async {
         let mut buf = [0u8; 4096];

@@ -1,0 +1,107 @@
+//! The stream as hyper reads it: the handshake's stream (the socket itself for plain HTTP),
+//! with the request bytes observed for the connection's timers, and bytes handed back when
+//! hyper's state is taken apart.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::connection::Shared;
+
+/// See the module docs. Reads see the HTTP bytes (after TLS), so the header timeout starts at
+/// a head's first byte and a body's progress is counted in request bytes, whatever the
+/// encryption; an end of the stream (the client's FIN, or its TLS `close_notify`) counts as
+/// the client's close.
+#[derive(Debug)]
+pub(crate) struct HttpIo<T> {
+    inner: T,
+    shared: Arc<Shared>,
+    /// Bytes hyper had read but not parsed when its state was taken apart: read first.
+    unread: Vec<u8>,
+}
+
+impl<T> HttpIo<T> {
+    pub(crate) fn new(inner: T, shared: Arc<Shared>) -> Self {
+        HttpIo {
+            inner,
+            shared,
+            unread: Vec::new(),
+        }
+    }
+
+    /// Hands back bytes hyper had read but not parsed (the start of a pipelined head), so
+    /// the next reader gets them first.
+    pub(crate) fn unread(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        self.unread.splice(0..0, bytes.iter().copied());
+        self.shared.head_pending();
+    }
+
+    /// Whether nothing handed back waits to be read.
+    pub(crate) fn nothing_unread(&self) -> bool {
+        self.unread.is_empty()
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for HttpIo<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        let before = buf.filled().len();
+        if !this.unread.is_empty() {
+            let n = this.unread.len().min(buf.remaining());
+            buf.put_slice(&this.unread[..n]);
+            this.unread.drain(..n);
+            if this.unread.is_empty() {
+                this.unread = Vec::new();
+            }
+        } else {
+            ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+        }
+        let read = &buf.filled()[before..];
+        if !read.is_empty() {
+            this.shared.delivered(read);
+        } else if buf.remaining() > 0 {
+            this.shared.stream_ended();
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for HttpIo<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
