@@ -63,6 +63,10 @@ async fn hello(_req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infalli
 fn start_server(side: Side, tls: &TestTls) -> SocketAddr {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
+        .thread_name(match side {
+            Side::Keepalive => "server-keepalive",
+            Side::Peer => "server-peer",
+        })
         .enable_all()
         .build()
         .expect("server runtime");
@@ -187,6 +191,24 @@ async fn run_client(
     }
 }
 
+/// CPU time (ns) the threads whose name starts with `prefix` have run, from
+/// /proc/self/task/*/schedstat (Linux; 0 elsewhere). CPU per request is steadier than requests/s
+/// on a shared machine.
+fn thread_cpu_ns(prefix: &str) -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter(|task| {
+            std::fs::read_to_string(task.path().join("comm"))
+                .is_ok_and(|comm| comm.trim_end().starts_with(prefix))
+        })
+        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+        .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(|a, b| a.total_cmp(b));
     values[values.len() / 2]
@@ -195,6 +217,7 @@ fn median(values: &mut [f64]) -> f64 {
 fn main() {
     let mut duration = Duration::from_secs(3);
     let mut rounds = 3usize;
+    let mut pairs: Vec<usize> = (0..PAIRS.len()).collect();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -214,6 +237,16 @@ fn main() {
                     .unwrap_or(3)
                     .clamp(1, 20)
             }
+            // Only these pairs (indexes into PAIRS, comma-separated), e.g. for a profile.
+            "--pairs" => {
+                pairs = args
+                    .next()
+                    .unwrap_or_default()
+                    .split(',')
+                    .filter_map(|p| p.trim().parse().ok())
+                    .filter(|&p: &usize| p < PAIRS.len())
+                    .collect();
+            }
             _ => {} // cargo bench passes --bench
         }
     }
@@ -222,6 +255,7 @@ fn main() {
     let peer = start_server(Side::Peer, &tls);
     let client_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
+        .thread_name("client")
         .enable_all()
         .build()
         .expect("client runtime");
@@ -229,11 +263,12 @@ fn main() {
         "tls bench: {:?} per run, {rounds} round(s), concurrency {CONCURRENCIES:?}",
         duration
     );
-    let mut runs: Vec<((usize, usize), Vec<f64>)> = Vec::new();
+    // Per (pair, concurrency): [requests/s, server CPU us/request, client CPU us/request] per run.
+    let mut runs: Vec<((usize, usize), Vec<[f64; 3]>)> = Vec::new();
     for round in 0..rounds {
         for (c_index, &concurrency) in CONCURRENCIES.iter().enumerate() {
             // Alternate the order each round so no pair always runs first.
-            let mut order: Vec<usize> = (0..PAIRS.len()).collect();
+            let mut order = pairs.clone();
             if round % 2 == 1 {
                 order.reverse();
             }
@@ -246,40 +281,54 @@ fn main() {
                 let uri: http::Uri = format!("https://localhost:{}/", addr.port())
                     .parse()
                     .unwrap();
+                let server_thread = match server {
+                    Side::Keepalive => "server-keepaliv",
+                    Side::Peer => "server-peer",
+                };
+                let server_cpu = thread_cpu_ns(server_thread);
+                let client_cpu = thread_cpu_ns("client");
                 let (ok, errors) =
                     client_rt.block_on(run_client(client, &tls, uri, concurrency, duration));
+                let per_request = |ns: u64| ns as f64 / 1000.0 / ok.max(1) as f64;
+                let server_us = per_request(thread_cpu_ns(server_thread) - server_cpu);
+                let client_us = per_request(thread_cpu_ns("client") - client_cpu);
                 let rps = ok as f64 / duration.as_secs_f64();
                 println!(
-                    "round {} c={concurrency:<3} {:<48} {:>9.0} req/s  errors {errors}",
+                    "round {} c={concurrency:<3} {:<48} {rps:>9.0} req/s  CPU/request: server {server_us:.2} us, client {client_us:.2} us  errors {errors}",
                     round + 1,
                     pair_name(PAIRS[p]),
-                    rps
                 );
+                let sample = [rps, server_us, client_us];
                 match runs.iter_mut().find(|(key, _)| *key == (p, c_index)) {
-                    Some((_, values)) => values.push(rps),
-                    None => runs.push(((p, c_index), vec![rps])),
+                    Some((_, values)) => values.push(sample),
+                    None => runs.push(((p, c_index), vec![sample])),
                 }
             }
         }
     }
-    println!("\nmedians:");
+    println!("\nmedians (requests/s; CPU per request of the server's and the client's thread):");
     for (c_index, &concurrency) in CONCURRENCIES.iter().enumerate() {
-        let mut medians = [0.0f64; PAIRS.len()];
+        let mut medians = [[0.0f64; 3]; PAIRS.len()];
         for (p, pair) in PAIRS.iter().enumerate() {
-            if let Some((_, values)) = runs.iter_mut().find(|(key, _)| *key == (p, c_index)) {
-                medians[p] = median(values);
+            let Some((_, samples)) = runs.iter().find(|(key, _)| *key == (p, c_index)) else {
+                continue;
+            };
+            for (field, median_value) in medians[p].iter_mut().enumerate() {
+                let mut values: Vec<f64> = samples.iter().map(|s| s[field]).collect();
+                *median_value = median(&mut values);
             }
+            let [rps, server_us, client_us] = medians[p];
             println!(
-                "c={concurrency:<3} {:<48} {:>9.0} req/s",
-                pair_name(*pair),
-                medians[p]
+                "c={concurrency:<3} {:<48} {rps:>9.0} req/s  server {server_us:.2} us  client {client_us:.2} us",
+                pair_name(*pair)
             );
         }
-        if medians[1] > 0.0 {
-            println!(
-                "c={concurrency:<3} keepalive pair / peer pair: {:.2}x",
-                medians[0] / medians[1]
-            );
-        }
+        let ratio = |a: f64, b: f64| if a > 0.0 && b > 0.0 { a / b } else { f64::NAN };
+        println!(
+            "c={concurrency:<3} keepalive pair / peer pair: {:.2}x requests/s; CPU per request: keepalive serve / hyper server {:.2}x, keepalive client / hyper-util client {:.2}x",
+            ratio(medians[0][0], medians[1][0]),
+            ratio(medians[0][1], medians[1][1]),
+            ratio(medians[0][2], medians[1][2]),
+        );
     }
 }

@@ -85,6 +85,46 @@ fn short_vs_long_json_has_the_contract_fields() {
     );
 }
 
+/// `--tls` (feature `rustls`): both modes over TLS, no errors, the JSON says so.
+#[cfg(feature = "rustls")]
+#[test]
+fn short_vs_long_runs_over_tls() {
+    let output = Command::new(example("short_vs_long"))
+        .args([
+            "--tls",
+            "--requests",
+            "30",
+            "--concurrency",
+            "2",
+            "--duration",
+            "20s",
+            "--json",
+        ])
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if stderr.contains("--tls needs the feature rustls") {
+        // The example binary was built without the feature by another, filtered run.
+        return;
+    }
+    assert!(output.status.success(), "{stderr}");
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    for (line, mode) in lines.iter().zip(["short", "long"]) {
+        assert_eq!(line["mode"], mode);
+        assert_eq!(line["tls"], true);
+        assert_eq!(line["requests"], 30);
+        assert_eq!(line["errors"], 0, "{line}");
+    }
+    assert_eq!(lines[0]["connections_opened"], 30);
+    assert!(lines[1]["connections_opened"].as_u64().unwrap() <= 2);
+}
+
 #[tokio::test]
 async fn server_example_prints_its_address_serves_stats_and_drains_on_sigterm() {
     let mut child = tokio::process::Command::new(example("server"))
