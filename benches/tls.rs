@@ -191,6 +191,9 @@ async fn run_client(
     }
 }
 
+/// One run: [requests/s, server CPU us/request, client CPU us/request].
+type Sample = [f64; 3];
+
 /// CPU time (ns) the threads whose name starts with `prefix` have run, from
 /// /proc/self/task/*/schedstat (Linux; 0 elsewhere). CPU per request is steadier than requests/s
 /// on a shared machine.
@@ -263,8 +266,7 @@ fn main() {
         "tls bench: {:?} per run, {rounds} round(s), concurrency {CONCURRENCIES:?}",
         duration
     );
-    // Per (pair, concurrency): [requests/s, server CPU us/request, client CPU us/request] per run.
-    let mut runs: Vec<((usize, usize), Vec<[f64; 3]>)> = Vec::new();
+    let mut runs: Vec<((usize, usize), Vec<Sample>)> = Vec::new();
     for round in 0..rounds {
         for (c_index, &concurrency) in CONCURRENCIES.iter().enumerate() {
             // Alternate the order each round so no pair always runs first.
