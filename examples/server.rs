@@ -68,6 +68,10 @@ struct Args {
     /// Serve with plain hyper-util instead (no keep-alive policy), for comparison.
     #[arg(long)]
     plain: bool,
+    /// Serve HTTPS with a self-signed certificate made at start (for localhost, 127.0.0.1,
+    /// ::1; try `curl -k`). Needs the feature `rustls`.
+    #[arg(long)]
+    tls: bool,
 }
 
 #[tokio::main]
@@ -111,12 +115,27 @@ async fn main() -> std::io::Result<()> {
             .flatten();
         async move { Ok::<_, Infallible>(route(req, stats).await) }
     });
-    let server = keepalive::serve(listener, app)
-        .config(config)
-        .with_graceful_shutdown(shutdown_signal());
+    let server = keepalive::serve(listener, app).config(config);
     let stats = server.stats();
     let _ = stats_slot.set(stats.clone());
-    server.await?;
+    if args.tls {
+        #[cfg(feature = "rustls")]
+        {
+            let tls = support::tls::TestTls::new();
+            server
+                .handshake(tls.acceptor())
+                .with_graceful_shutdown(shutdown_signal())
+                .await?;
+        }
+        #[cfg(not(feature = "rustls"))]
+        {
+            drop(server);
+            eprintln!("--tls needs the feature rustls: cargo run --features rustls --example server -- --tls");
+            std::process::exit(2);
+        }
+    } else {
+        server.with_graceful_shutdown(shutdown_signal()).await?;
+    }
     let s = stats.snapshot();
     eprintln!(
         "shut down: forced={} drained={} {}",

@@ -120,6 +120,23 @@
 //! `tokio::spawn` the accepting thread also serves connections and a parked connection costs
 //! about 1.9 KB of resident memory instead of 1.2 KB (BENCHMARKS.md).
 //!
+//! # TLS
+//!
+//! [`Serve::handshake`](server::Serve::handshake) runs a handshake on each accepted socket
+//! before HTTP: `tokio_rustls::TlsAcceptor` with the feature `rustls`, or any
+//! [`server::Handshake`]. The handshake wraps the crate's own socket ([`server::ServerIo`]), so
+//! the FIN watch, the client-first close (the server's `close_notify`, then the wait for the
+//! client's FIN) and parking all work under TLS, and the header timeout, body progress and
+//! counters see the decrypted bytes. A client's `close_notify` counts as its close
+//! ([`CloseReason::PeerFin`]). A handshake that fails or outlasts the header timeout is closed
+//! and counted ([`CloseReason::Handshake`]). Under TLS a timed-out head or body gets no 408 (it
+//! would need the TLS session hyper owns): the connection is closed; and a close the server
+//! decides on an idle connection (idle timeout, max age, drain) sends no `close_notify`, which
+//! clients treat as the end of an idle connection.
+//!
+//! On the client, `client::TlsConnector` (feature `rustls`) runs rustls over the TCP
+//! connector for `https` URIs; idle pooled TLS connections are watched like plain ones.
+//!
 //! # The client
 //!
 //! [`client::Client`] is the other end: a keep-alive pool that closes idle connections a
@@ -130,7 +147,8 @@
 //!
 //! # Modules
 //!
-//! - [`server`]: [`serve`], [`KeepAliveLayer`], [`ServerConfig`], [`ServerStats`].
+//! - [`server`]: [`serve`], [`KeepAliveLayer`], [`ServerConfig`], [`ServerStats`],
+//!   [`server::Handshake`] (TLS).
 //! - [`client`]: [`client::Client`], [`client::Pool`] (also for non-HTTP connections).
 //! - `export` (feature `metrics`): the counters of both sides through the `metrics` crate facade.
 //! - [`socket`]: socket options shared by both sides.

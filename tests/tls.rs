@@ -257,3 +257,50 @@ async fn client_pools_tls_connections_and_evicts_them_when_the_server_closes() {
     })
     .await;
 }
+
+/// curl (OpenSSL, or whatever TLS library it was built with) as a real TLS peer: it reuses
+/// one connection for two URLs, and when it exits the server sees the client close first.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn curl_over_tls_reuses_the_connection_and_closes_first() {
+    let Ok(version) = std::process::Command::new("curl").arg("--version").output() else {
+        eprintln!("curl not installed: skipped");
+        return;
+    };
+    if !String::from_utf8_lossy(&version.stdout).contains("SSL") {
+        eprintln!("curl without TLS: skipped");
+        return;
+    }
+    let (server, _tls) = TestServer::start_tls(patient()).await;
+    let url = format!("https://{}/", server.addr);
+    let out = tokio::process::Command::new("curl")
+        .args(["-s", "-S", "-k", "--max-time", "10"])
+        .args([&url, &url])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, b"hello, world!hello, world!");
+    wait_until("curl's connection closed", SOON, || {
+        server.stats.snapshot().active == 0
+    })
+    .await;
+    let stats = server.stats.snapshot();
+    assert_eq!(stats.accepted, 1, "one connection for both URLs");
+    assert_eq!(stats.requests, 2);
+    assert_eq!(stats.closed(CloseReason::PeerFin), 1, "{}", stats.to_json());
+    assert_eq!(stats.client_closed_first, 1);
+    wait_until("no CLOSE_WAIT on the server", SOON, || {
+        server.server_side().close_wait() == 0
+    })
+    .await;
+    assert_eq!(
+        server.server_side().time_wait(),
+        0,
+        "TIME_WAIT is not the server's"
+    );
+}
