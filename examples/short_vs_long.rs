@@ -210,36 +210,22 @@ fn start_builtin_server(kind: ServerKind, tls: &Tls) -> std::io::Result<SocketAd
     let addr = listener.local_addr()?;
     std::thread::spawn(move || {
         runtime.block_on(async move {
-            #[cfg(feature = "rustls")]
-            if let Some(tls) = &tls.config {
-                match kind {
-                    ServerKind::Keepalive => {
-                        let service = tower::ServiceBuilder::new()
-                            .layer(KeepAliveLayer::new())
-                            .service_fn(hello);
-                        let _ = keepalive::serve(listener, service)
-                            .handshake(tls.acceptor())
-                            .config(ServerConfig::new())
-                            .await;
-                    }
-                    ServerKind::Plain => {
-                        support::tls::serve_plain_tls(listener, tls.acceptor(), || {
-                            hyper::service::service_fn(hello)
-                        })
-                        .await;
-                    }
-                }
-                return;
-            }
-            let _ = &tls;
-            match kind {
+            let server = match kind {
                 ServerKind::Keepalive => {
                     let service = tower::ServiceBuilder::new()
                         .layer(KeepAliveLayer::new())
                         .service_fn(hello);
-                    let _ = keepalive::serve(listener, service)
-                        .config(ServerConfig::new())
-                        .await;
+                    keepalive::serve(listener, service).config(ServerConfig::new())
+                }
+                #[cfg(feature = "rustls")]
+                ServerKind::Plain if tls.config.is_some() => {
+                    let acceptor = tls.config.as_ref().map(|t| t.acceptor());
+                    let acceptor = acceptor.expect("checked above");
+                    support::tls::serve_plain_tls(listener, acceptor, || {
+                        hyper::service::service_fn(hello)
+                    })
+                    .await;
+                    return;
                 }
                 ServerKind::Plain => {
                     support::serve_plain(
@@ -248,8 +234,15 @@ fn start_builtin_server(kind: ServerKind, tls: &Tls) -> std::io::Result<SocketAd
                         std::future::pending(),
                     )
                     .await;
+                    return;
                 }
+            };
+            #[cfg(feature = "rustls")]
+            if let Some(tls) = &tls.config {
+                let _ = server.handshake(tls.acceptor()).await;
+                return;
             }
+            let _ = (server.await, &tls);
         });
     });
     Ok(addr)

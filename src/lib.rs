@@ -157,6 +157,9 @@
 //! - [`tcp_state`]: the kernel's view of TCP sockets (`/proc/net/tcp`), for tests, benchmarks
 //!   and health checks.
 
+#[macro_use]
+mod delegate;
+
 pub mod client;
 #[cfg(feature = "metrics")]
 pub mod export;

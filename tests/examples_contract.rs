@@ -27,32 +27,34 @@ fn example(name: &str) -> PathBuf {
     path
 }
 
-#[test]
-fn short_vs_long_json_has_the_contract_fields() {
+/// Runs `short_vs_long --json` at concurrency 2 with `args`; its output and JSON lines (two,
+/// when it succeeds).
+fn short_vs_long_json(args: &[&str]) -> (std::process::Output, Vec<serde_json::Value>) {
     let output = Command::new(example("short_vs_long"))
-        .args([
-            "--requests",
-            "40",
-            "--concurrency",
-            "2",
-            "--duration",
-            "20s",
-            "--json",
-        ])
+        .args(args)
+        .args(["--concurrency", "2", "--duration", "20s", "--json"])
         .stderr(Stdio::piped())
         .output()
         .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    if output.status.success() {
+        assert_eq!(lines.len(), 2, "{stdout}");
+    }
+    (output, lines)
+}
+
+#[test]
+fn short_vs_long_json_has_the_contract_fields() {
+    let (output, lines) = short_vs_long_json(&["--requests", "40"]);
     assert!(
         output.status.success(),
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let stdout = String::from_utf8(output.stdout).unwrap();
-    let lines: Vec<serde_json::Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(lines.len(), 2, "{stdout}");
     for (line, mode) in lines.iter().zip(["short", "long"]) {
         assert_eq!(line["mode"], mode);
         assert_eq!(line["server"], "keepalive");
@@ -89,32 +91,13 @@ fn short_vs_long_json_has_the_contract_fields() {
 #[cfg(feature = "rustls")]
 #[test]
 fn short_vs_long_runs_over_tls() {
-    let output = Command::new(example("short_vs_long"))
-        .args([
-            "--tls",
-            "--requests",
-            "30",
-            "--concurrency",
-            "2",
-            "--duration",
-            "20s",
-            "--json",
-        ])
-        .stderr(Stdio::piped())
-        .output()
-        .unwrap();
+    let (output, lines) = short_vs_long_json(&["--tls", "--requests", "30"]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     if stderr.contains("--tls needs the feature rustls") {
         // The example binary was built without the feature by another, filtered run.
         return;
     }
     assert!(output.status.success(), "{stderr}");
-    let stdout = String::from_utf8(output.stdout).unwrap();
-    let lines: Vec<serde_json::Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(lines.len(), 2, "{stdout}");
     for (line, mode) in lines.iter().zip(["short", "long"]) {
         assert_eq!(line["mode"], mode);
         assert_eq!(line["tls"], true);
