@@ -68,6 +68,35 @@ async fn keep_alive_over_tls_survives_parking() {
     assert_eq!(server.stats.snapshot().requests, 6);
 }
 
+/// The decrypted half of a pipelined head that hyper holds when the park timer fires is handed
+/// back (under TLS it cannot go back to the socket) and read first: nothing lost.
+#[tokio::test]
+async fn partial_pipelined_head_under_tls_is_kept_across_the_park_point() {
+    let (server, tls) = TestServer::start_tls(patient().park_after(Some(PARK_AFTER))).await;
+    let mut stream = tls_connect(&server, &tls).await;
+    let second = "POST /echo HTTP/1.1\r\nHost: t\r\ncontent-length: 6\r\n\r\nsecond";
+    let (head, tail) = second.split_at(20);
+    stream
+        .write_all(format!("{}{head}", get("/", "")).as_bytes())
+        .await
+        .unwrap();
+    stream.flush().await.unwrap();
+    let mut leftover = Vec::new();
+    let first = within("first response", read_response(&mut stream, &mut leftover))
+        .await
+        .unwrap();
+    assert_eq!(first.body, b"hello, world!");
+    tokio::time::sleep(IDLE_GAP).await;
+    stream.write_all(tail.as_bytes()).await.unwrap();
+    stream.flush().await.unwrap();
+    let response = within("second response", read_response(&mut stream, &mut leftover))
+        .await
+        .unwrap();
+    assert_eq!(response.status, 200);
+    assert_eq!(response.body, b"second");
+    assert_eq!(server.stats.snapshot().requests, 2);
+}
+
 #[tokio::test]
 async fn close_notify_from_the_client_counts_as_its_close() {
     // A short wait for the client's FIN: this client never sends one.

@@ -67,6 +67,11 @@ pub(crate) struct State {
     parked_fin: bool,
     /// The stream under hyper ended (see [`Shared::stream_ended`]).
     stream_ended: bool,
+    /// Under TLS: decrypted bytes hyper had read but not parsed, handed back when its state
+    /// was taken apart (see [`Shared::unread`]). Boxed: 8 bytes in every connection's state
+    /// for what a few pipelining clients need.
+    #[allow(clippy::box_collection)]
+    unread: Option<Box<Vec<u8>>>,
     /// Whether the current request's body is still arriving.
     body: BodyProgress,
 }
@@ -126,6 +131,7 @@ impl Shared {
                 upgrades_on: false,
                 parked_fin: false,
                 stream_ended: false,
+                unread: None,
                 body: BodyProgress::default(),
             }),
             ctx,
@@ -359,6 +365,7 @@ impl Shared {
         let state = self.lock();
         matches!(state.phase, Phase::Idle { since, .. } if now >= since + park_after)
             && state.read_ahead.buffered() == 0
+            && state.unread.is_none()
             && state.linger.is_none()
             && !state.upgrades_on
     }
@@ -375,14 +382,40 @@ impl Shared {
         }
     }
 
-    /// Bytes hyper had read but not parsed (the start of a pipelined head) were handed back:
-    /// from now on the head is timed by the header timeout.
-    pub(crate) fn head_pending(&self) {
+    /// Hands back bytes hyper had read but not parsed (the start of a pipelined head), so the
+    /// next reader gets them first: in front of the read-ahead in plain HTTP, in a buffer of
+    /// their own under TLS (they are decrypted). From then on the head is timed by the header
+    /// timeout.
+    pub(crate) fn unread(&self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
         let mut state = self.lock();
+        if self.cleartext {
+            state.read_ahead.unread(bytes);
+        } else {
+            let unread = state.unread.get_or_insert_with(Box::default);
+            unread.splice(0..0, bytes.iter().copied());
+        }
         if let Phase::Idle { .. } = state.phase {
             let deadline = Instant::now() + self.ctx.config.header_timeout;
             self.set_phase(&mut state, Phase::ReadingHead { deadline });
         }
+    }
+
+    /// Moves bytes handed back under TLS into `buf`; false when there are none.
+    pub(crate) fn take_unread(&self, buf: &mut ReadBuf<'_>) -> bool {
+        let mut state = self.lock();
+        let Some(unread) = state.unread.as_mut() else {
+            return false;
+        };
+        let n = unread.len().min(buf.remaining());
+        buf.put_slice(&unread[..n]);
+        unread.drain(..n);
+        if unread.is_empty() {
+            state.unread = None;
+        }
+        true
     }
 
     /// The stream under hyper ended: the client's FIN, or (under TLS) its `close_notify`,

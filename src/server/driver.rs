@@ -110,22 +110,57 @@ pub(crate) fn spawn_connection<S, H>(
         handshake.is_cleartext(),
     ));
     ctx.stats.connection_opened();
-    let handshaking = handshake.handshake(ServerIo::new(ConnIo::new(shared.clone())));
+    let mut handshaking = handshake.handshake(ServerIo::new(ConnIo::new(shared.clone())));
     let service = ConnService::new(service, shared.clone());
-    tokio::spawn(async move {
-        let header_timeout = ctx.config.header_timeout;
-        let stream = match tokio::time::timeout(header_timeout, handshaking).await {
-            Ok(Ok(stream)) => stream,
-            failed => {
-                if let Ok(Err(error)) = failed {
-                    tracing::debug!(parent: &shared.span(), %error, "handshake failed");
+    let parts = ConnParts {
+        shared,
+        service,
+        ctx,
+        stage,
+        permit,
+    };
+    if handshake.is_cleartext() {
+        // No handshake to wait for: the task runs the connection itself, with no wrapper
+        // around it (a parked connection's task stays small).
+        let mut cx = Context::from_waker(Waker::noop());
+        if let Poll::Ready(ready) = Pin::new(&mut handshaking).poll(&mut cx) {
+            match ready {
+                Ok(stream) => {
+                    tokio::spawn(run(parts.into_conn(stream)));
                 }
-                shared.finish();
-                ctx.stats
-                    .connection_closed(CloseReason::Handshake, shared.peer_closed());
-                return;
+                Err(error) => parts.handshake_failed(Some(error)),
             }
-        };
+            return;
+        }
+    }
+    tokio::spawn(async move {
+        let header_timeout = parts.ctx.config.header_timeout;
+        match tokio::time::timeout(header_timeout, handshaking).await {
+            Ok(Ok(stream)) => run(parts.into_conn(stream)).await,
+            Ok(Err(error)) => parts.handshake_failed(Some(error)),
+            Err(_) => parts.handshake_failed(None),
+        }
+    });
+}
+
+/// What a connection is made of before its handshake is done.
+struct ConnParts<S> {
+    shared: Arc<Shared>,
+    service: ConnService<S>,
+    ctx: Arc<ConnContext>,
+    stage: watch::Receiver<Stage>,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl<S: HttpService> ConnParts<S> {
+    fn into_conn<T: Stream>(self, stream: T) -> Conn<T, S> {
+        let ConnParts {
+            shared,
+            service,
+            ctx,
+            stage,
+            permit,
+        } = self;
         let io = TokioIo::new(HttpIo::new(stream, shared.clone()));
         // hyper's state (with its 8 KiB write buffer) is built by the connection's task, not
         // on the accepting thread: long-lived allocations made there are then not interleaved
@@ -135,23 +170,34 @@ pub(crate) fn spawn_connection<S, H>(
         if current_stage >= Stage::Draining {
             shared.start_drain();
         }
-        let conn = Conn {
+        drop(ctx);
+        Conn {
             shared,
             http,
-            ctx,
             _alive: stage,
             current_stage,
             _permit: permit,
-        };
-        run(conn).await;
-    });
+        }
+    }
+
+    /// The handshake failed (`Some`) or timed out.
+    fn handshake_failed(self, error: Option<std::io::Error>) {
+        let shared = &self.shared;
+        if let Some(error) = error {
+            tracing::debug!(parent: &shared.span(), %error, "handshake failed");
+        }
+        shared.finish();
+        self.ctx
+            .stats
+            .connection_closed(CloseReason::Handshake, shared.peer_closed());
+    }
 }
 
 /// A connection for its whole life, whichever task runs it.
 struct Conn<T, S: HttpService> {
+    /// Holds the server's context too (`shared.ctx`).
     shared: Arc<Shared>,
     http: Http<T, S>,
-    ctx: Arc<ConnContext>,
     /// A graceful shutdown waits for every receiver to be dropped: held until the connection is
     /// done (the stage itself is read from the server's [`ParkingLot`]).
     _alive: watch::Receiver<Stage>,
@@ -173,7 +219,7 @@ enum Outcome {
 /// this task when a request arrives and freed when the connection parks, so a parked
 /// connection holds only the socket, its timers and a few counters.
 async fn run<T: Stream, S: HttpService>(mut conn: Conn<T, S>) {
-    conn.http.activate(&conn.ctx);
+    conn.http.activate(&conn.shared.ctx);
     let reason = loop {
         let outcome = if conn.http.is_parked() {
             conn.park_wait().await
@@ -187,13 +233,13 @@ async fn run<T: Stream, S: HttpService>(mut conn: Conn<T, S>) {
         }
     };
     if conn.http.is_parked() {
-        conn.ctx.stats.unparked(false);
+        conn.shared.ctx.stats.unparked(false);
     }
     let shared = &conn.shared;
     shared.finish();
     let client_first = shared.peer_closed();
     tracing::debug!(parent: &shared.span(), reason = %reason, client_first, "connection closed");
-    conn.ctx.stats.connection_closed(reason, client_first);
+    shared.ctx.stats.connection_closed(reason, client_first);
 }
 
 /// The stream a [`Handshake`] made, as the driver needs it.
@@ -266,7 +312,7 @@ impl<T: Stream, S: HttpService> Http<T, S> {
             unreachable!("only a plain connection is parked")
         };
         let mut parts = conn.into_parts();
-        if parts.read_buf.is_empty() && parts.io.inner().nothing_unread() {
+        if parts.read_buf.is_empty() {
             ctx.stats.parked();
             tracing::trace!("parked");
             *self = Http::Parked {
@@ -311,10 +357,10 @@ impl<T: Stream, S: HttpService> Conn<T, S> {
         let Conn {
             shared,
             http,
-            ctx,
             current_stage,
             ..
         } = self;
+        let ctx = &shared.ctx;
         let park_after = ctx.config.park_after;
         // The shutdown is watched through the server's waker table: one registration per
         // activation, then an atomic load per poll (a watch-channel future would take a lock
@@ -387,10 +433,10 @@ impl<T: Stream, S: HttpService> Conn<T, S> {
         let Conn {
             shared,
             http,
-            ctx,
             current_stage,
             ..
         } = self;
+        let ctx = &shared.ctx;
         let mut lot = Parked::new(&ctx.parking);
         let mut timer = pin!(tokio::time::sleep_until(Instant::now()));
         poll_fn(|cx| loop {

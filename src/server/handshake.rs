@@ -39,8 +39,8 @@ use super::connection::ConnIo;
 pub trait Handshake: Clone + Send + Sync + 'static {
     /// The stream hyper reads requests from and writes responses to.
     type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
-    /// The handshake in progress.
-    type Future: Future<Output = io::Result<Self::Stream>> + Send + 'static;
+    /// The handshake in progress (`Unpin`: box an `async` block).
+    type Future: Future<Output = io::Result<Self::Stream>> + Unpin + Send + 'static;
 
     /// Starts the handshake on a freshly accepted socket.
     fn handshake(&self, io: ServerIo) -> Self::Future;

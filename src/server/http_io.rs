@@ -19,32 +19,17 @@ use super::connection::Shared;
 pub(crate) struct HttpIo<T> {
     inner: T,
     shared: Arc<Shared>,
-    /// Bytes hyper had read but not parsed when its state was taken apart: read first.
-    unread: Vec<u8>,
 }
 
 impl<T> HttpIo<T> {
     pub(crate) fn new(inner: T, shared: Arc<Shared>) -> Self {
-        HttpIo {
-            inner,
-            shared,
-            unread: Vec::new(),
-        }
+        HttpIo { inner, shared }
     }
 
     /// Hands back bytes hyper had read but not parsed (the start of a pipelined head), so
     /// the next reader gets them first.
     pub(crate) fn unread(&mut self, bytes: &[u8]) {
-        if bytes.is_empty() {
-            return;
-        }
-        self.unread.splice(0..0, bytes.iter().copied());
-        self.shared.head_pending();
-    }
-
-    /// Whether nothing handed back waits to be read.
-    pub(crate) fn nothing_unread(&self) -> bool {
-        self.unread.is_empty()
+        self.shared.unread(bytes);
     }
 }
 
@@ -56,14 +41,9 @@ impl<T: AsyncRead + Unpin> AsyncRead for HttpIo<T> {
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
         let before = buf.filled().len();
-        if !this.unread.is_empty() {
-            let n = this.unread.len().min(buf.remaining());
-            buf.put_slice(&this.unread[..n]);
-            this.unread.drain(..n);
-            if this.unread.is_empty() {
-                this.unread = Vec::new();
-            }
-        } else {
+        // Under TLS, bytes handed back wait here (in plain HTTP they went back to the socket's
+        // read-ahead, below).
+        if this.shared.cleartext || !this.shared.take_unread(buf) {
             ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
         }
         let read = &buf.filled()[before..];
