@@ -222,6 +222,34 @@ async fn a_failed_or_stalled_handshake_is_closed_and_counted() {
     assert_eq!(request(&mut stream, &get("/", "")).await.status, 200);
 }
 
+/// A malformed request over TLS gets hyper's 400 (encrypted) and a close; the server serves
+/// the next connection.
+#[tokio::test]
+async fn malformed_request_over_tls_gets_a_400_and_a_close() {
+    let (server, tls) = TestServer::start_tls(patient()).await;
+    let mut stream = tls_connect(&server, &tls).await;
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: t\r\nbad header line\r\n\r\n")
+        .await
+        .unwrap();
+    stream.flush().await.unwrap();
+    let mut leftover = Vec::new();
+    let response = within("the 400", read_response(&mut stream, &mut leftover))
+        .await
+        .unwrap();
+    assert_eq!(response.status, 400);
+    let rest = within("the close", async {
+        let mut buf = Vec::new();
+        stream.read_to_end(&mut buf).await.map(|_| buf)
+    })
+    .await;
+    assert!(rest.is_ok_and(|b| b.is_empty()), "closed after the 400");
+    wait_until("closed", SOON, || server.stats.snapshot().active == 0).await;
+    assert_eq!(server.stats.snapshot().closed(CloseReason::Error), 1);
+    let mut next = tls_connect(&server, &tls).await;
+    assert_eq!(request(&mut next, &get("/", "")).await.status, 200);
+}
+
 fn tls_client(tls: &TestTls, config: ClientConfig) -> Client<TlsConnector> {
     Client::with_connector(
         config.clone(),
