@@ -68,7 +68,7 @@
 //! on the server, and each is counted in [`StatsSnapshot::server_closed_first`] and by reason:
 //!
 //! - an idle connection reaches the idle timeout or its maximum age ([`CloseReason::IdleTimeout`],
-//!   [`CloseReason::MaxAge`]);
+//!   [`CloseReason::MaxAge`]); under TLS the client is asked to close first (see TLS below);
 //! - a request head does not complete within the header timeout (408, [`CloseReason::HeaderTimeout`]);
 //! - a request body (framed by `Content-Length`) stops arriving: silence longer than the idle
 //!   timeout while it is incomplete (408 if the handler has not answered,
@@ -130,9 +130,13 @@
 //! counters see the decrypted bytes. A client's `close_notify` counts as its close
 //! ([`CloseReason::PeerFin`]). A handshake that fails or outlasts the header timeout is closed
 //! and counted ([`CloseReason::Handshake`]). Under TLS a timed-out head or body gets no 408 (it
-//! would need the TLS session hyper owns): the connection is closed; and a close the server
-//! decides on an idle connection (idle timeout, max age, drain) sends no `close_notify`, which
-//! clients treat as the end of an idle connection.
+//! would need the TLS session hyper owns): the connection is closed.
+//!
+//! TLS also lets the server ask an idle client to close first, which plain TCP cannot: when an
+//! idle connection reaches its idle timeout, its maximum age or the end of a drain's grace, the
+//! server sends its `close_notify` and waits (as after a final response) for the client's FIN,
+//! so TIME_WAIT lands on clients that close on `close_notify`, as curl, hyper-util with rustls
+//! and this crate's client do.
 //!
 //! On the client, `client::TlsConnector` (feature `rustls`) runs rustls over the TCP
 //! connector for `https` URIs; idle pooled TLS connections are watched like plain ones.

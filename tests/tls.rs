@@ -195,6 +195,52 @@ async fn connection_close_under_tls_leaves_time_wait_on_the_client() {
     );
 }
 
+/// Under TLS an idle timeout need not leave TIME_WAIT on the server: the server sends its
+/// close_notify, the client answers by closing, and the server closes after the client's FIN.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn idle_timeout_under_tls_lets_the_client_close_first() {
+    let config = patient().idle_timeout(Duration::from_millis(300));
+    let (server, tls) = TestServer::start_tls(config).await;
+    let mut stream = tls_connect(&server, &tls).await;
+    assert_eq!(request(&mut stream, &get("/", "")).await.status, 200);
+    // As a client's idle watch does: the server's close_notify (EOF) ends the connection.
+    let rest = within("the server's close_notify", async {
+        let mut buf = Vec::new();
+        stream.read_to_end(&mut buf).await.map(|_| buf)
+    })
+    .await;
+    assert!(rest.is_ok_and(|b| b.is_empty()), "a clean TLS end");
+    stream.get_mut().0.shutdown().await.unwrap();
+    wait_until("the server closes", SOON, || {
+        server.stats.snapshot().active == 0
+    })
+    .await;
+    let stats = server.stats.snapshot();
+    assert_eq!(
+        stats.closed(CloseReason::IdleTimeout),
+        1,
+        "{}",
+        stats.to_json()
+    );
+    assert_eq!(stats.client_closed_first, 1, "{}", stats.to_json());
+    drop(stream);
+    wait_until("the server's socket is gone", SOON, || {
+        server.server_side().total() == 1
+    })
+    .await;
+    assert_eq!(
+        server.server_side().time_wait(),
+        0,
+        "TIME_WAIT is not the server's"
+    );
+    assert_eq!(
+        server.client_side().time_wait(),
+        1,
+        "TIME_WAIT is the client's"
+    );
+}
+
 #[tokio::test]
 async fn a_failed_or_stalled_handshake_is_closed_and_counted() {
     let config = patient().header_timeout(Duration::from_millis(300));

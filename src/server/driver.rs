@@ -11,6 +11,7 @@ use std::task::{Context, Poll, Waker};
 use hyper::server::conn::http1;
 
 use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWrite as _;
 use tokio::net::TcpStream;
 use tokio::sync::{watch, OwnedSemaphorePermit};
 use tokio::time::Instant;
@@ -235,6 +236,16 @@ async fn run<T: Stream, S: HttpService>(mut conn: Conn<T, S>) {
     if conn.http.is_parked() {
         conn.shared.ctx.stats.unparked(false);
     }
+    let config = &conn.shared.ctx.config;
+    let idle_close = matches!(
+        reason,
+        CloseReason::IdleTimeout | CloseReason::MaxAge | CloseReason::Drain
+    );
+    if idle_close && !conn.shared.cleartext && !config.abortive_idle_close {
+        // Under TLS the server can ask an idle client to close first: its close_notify, then
+        // the usual bounded wait for the client's FIN. Boxed: a parked task stays small.
+        Box::pin(conn.http.close_notify(config.linger)).await;
+    }
     let shared = &conn.shared;
     shared.finish();
     let client_first = shared.peer_closed();
@@ -340,6 +351,21 @@ impl<T: Stream, S: HttpService> Http<T, S> {
             unreachable!("only a parked connection is activated")
         };
         *self = Http::new(ctx, io, service);
+    }
+
+    /// Closes an idle connection's stream gracefully: under TLS its `close_notify`, then the
+    /// wait for the client's FIN, all within `limit`.
+    async fn close_notify(&mut self, limit: std::time::Duration) {
+        let mut io = match std::mem::replace(self, Http::Moving) {
+            Http::Parked { io, .. } => io,
+            Http::Plain(conn) => conn.into_parts().io,
+            other => {
+                *self = other;
+                return;
+            }
+        };
+        let shutdown = poll_fn(|cx| Pin::new(io.inner_mut()).poll_shutdown(cx));
+        let _ = tokio::time::timeout(limit, shutdown).await;
     }
 
     fn is_plain(&self) -> bool {
