@@ -57,6 +57,9 @@ pub struct PoolKey {
     https: bool,
     authority: http::uri::Authority,
     port: u16,
+    /// Where the host is in the authority, found once (`Authority::host` scans the string on
+    /// every call, and keys are compared on every checkout and return).
+    host: std::ops::Range<usize>,
     /// FNV-1a of the lowercase host, computed once: hashing and comparing keys on every
     /// checkout then costs no scan of the string.
     host_hash: u64,
@@ -72,8 +75,13 @@ impl PoolKey {
         };
         let authority = uri.authority()?.clone();
         let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
-        let host_hash = authority
-            .host()
+        let whole = authority.as_str();
+        let host_str = authority.host();
+        // `host` is a subslice of the authority string: its offset is the distance between
+        // the two starts.
+        let start = (host_str.as_ptr() as usize).saturating_sub(whole.as_ptr() as usize);
+        let host = start..start + host_str.len();
+        let host_hash = host_str
             .bytes()
             .fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| {
                 (hash ^ u64::from(byte.to_ascii_lowercase())).wrapping_mul(0x0100_0000_01b3)
@@ -82,12 +90,17 @@ impl PoolKey {
             https,
             authority,
             port,
+            host,
             host_hash,
         })
     }
 
-    fn host(&self) -> &str {
-        self.authority.host()
+    fn host(&self) -> &[u8] {
+        self.authority
+            .as_str()
+            .as_bytes()
+            .get(self.host.clone())
+            .unwrap_or_default()
     }
 }
 
