@@ -71,6 +71,27 @@ fn idle_error_reason(error: &hyper::Error) -> PoolCloseReason {
     }
 }
 
+/// A plain TCP socket is registered with the runtime again when it is parked, so that its
+/// registration (tokio's per-socket readiness state, 256 bytes) is allocated then, next to the
+/// other parked connections' registrations, instead of staying where it was made: among the
+/// buffers of the connection's first request, freed since, where it alone would keep a page of
+/// the heap resident (measured: 4.6 KB resident per idle connection with it, 2.4 KB without,
+/// `client_figures memory`). Other connection types are left as they are. `Err` when the
+/// socket could not be registered again (it is closed then).
+fn reregister<T: 'static>(io: T) -> Result<T, PoolCloseReason> {
+    let mut io = Some(io);
+    let any: &mut dyn std::any::Any = &mut io;
+    if let Some(tcp) = any.downcast_mut::<Option<tokio::net::TcpStream>>() {
+        let moved = tcp.take().and_then(|stream| {
+            // Both steps close the socket when they fail.
+            let std = stream.into_std().ok()?;
+            tokio::net::TcpStream::from_std(std).ok()
+        });
+        *tcp = Some(moved.ok_or(PoolCloseReason::Error)?);
+    }
+    io.ok_or(PoolCloseReason::Error)
+}
+
 impl<T> Idle for ClientConn<T>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -105,7 +126,7 @@ where
         if !parts.read_buf.is_empty() {
             return Err(PoolCloseReason::UnexpectedData);
         }
-        *self = ClientConn::Bare(parts.io.into_inner().inner);
+        *self = ClientConn::Bare(reregister(parts.io.into_inner().inner)?);
         Ok(())
     }
 
