@@ -784,6 +784,7 @@ where
             group.waker = Some(cx.waker().clone());
         }
         let places = g * GROUP..(g + 1) * GROUP;
+        let mut fired = false;
         loop {
             let now = Instant::now();
             let mut next: Option<Instant> = None;
@@ -821,6 +822,29 @@ where
             }
             let group = &mut state.groups[g];
             let Some(due) = next else {
+                // No idle connection here now. Under load a returned connection is taken again
+                // within microseconds, so a wake-up per return would mostly find nothing: the
+                // timer stays set (a park delay ahead if it is not), and a return due later
+                // needs no wake-up. Once it goes off with nothing to watch, the task sleeps
+                // until a return wakes it.
+                if fired {
+                    group.armed = None;
+                    break;
+                }
+                if group.armed.is_some_and(|armed| armed > now) {
+                    break;
+                }
+                let quiet = shared
+                    .config
+                    .park_after
+                    .map_or(shared.config.idle_timeout, |after| {
+                        after.min(shared.config.idle_timeout)
+                    });
+                timer.as_mut().reset(now + quiet);
+                group.armed = Some(now + quiet);
+                if timer.as_mut().poll(cx).is_pending() {
+                    break;
+                }
                 group.armed = None;
                 break;
             };
@@ -833,6 +857,7 @@ where
             }
             // It went off: look again.
             group.armed = None;
+            fired = true;
         }
         drop(guard);
         for (io, reason) in closing {
