@@ -148,7 +148,9 @@ fn delimited_by_close(head_request: bool, status: http::StatusCode, headers: &He
 pub(crate) trait Drive: Send {
     /// Drives reading and writing; `Ready(Err)` when the connection failed: it is dropped
     /// then, and the caller says why with [`close`](Drive::close) once the body has told
-    /// whether it was complete.
+    /// whether it was complete. `Ready(Ok)` when there is nothing left to drive (hyper's
+    /// connection ended): the body alone tells what follows, and nothing here will wake the
+    /// task. `Pending` registers the task for what hyper waits on.
     fn poll_drive(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), hyper::Error>>;
     /// Closes the connection for `reason` (counted once).
     fn close(&mut self, reason: PoolCloseReason);
@@ -221,8 +223,8 @@ where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     fn poll_drive(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), hyper::Error>> {
-        let Some(hot) = self.hot.as_mut() else {
-            return Poll::Pending;
+        let Some(hot) = self.hot.as_mut().filter(|_| !self.ended) else {
+            return Poll::Ready(Ok(()));
         };
         match hot.conn.poll_without_shutdown(cx) {
             Poll::Ready(Err(error)) => {
@@ -234,7 +236,7 @@ where
             // the connection is not reused.
             Poll::Ready(Ok(())) => {
                 self.ended = true;
-                Poll::Pending
+                Poll::Ready(Ok(()))
             }
             Poll::Pending => Poll::Pending,
         }
@@ -337,39 +339,64 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = &mut *self;
-        if let (Some(driver), false) = (this.driver.as_mut(), this.failed) {
-            if let Poll::Ready(Err(error)) = driver.poll_drive(cx) {
-                // The connection is gone. hyper hands a failure inside the body to the body
-                // itself, so the body below reports it, or ends cleanly if it was complete
-                // (then what failed was bytes the server sent after it).
-                tracing::debug!(%error, "client connection failed");
-                this.failed = true;
-            }
-        }
-        match Pin::new(&mut this.incoming).poll_frame(cx) {
-            Poll::Ready(None) => {
-                if this.failed {
-                    if let Some(mut driver) = this.driver.take() {
-                        driver.close(PoolCloseReason::UnexpectedData);
+        // hyper hands the body over only while this task drives its connection, so the body
+        // is polled without registering the task (a wake-up from that hand-over would only
+        // poll everything again at once); the connection's own registration (the socket)
+        // wakes the task when something can progress. What hyper has already handed over
+        // needs no pass of its dispatcher (a small body arrives with the head).
+        let mut noop = Context::from_waker(std::task::Waker::noop());
+        let mut driving = this.driver.is_some() && !this.failed;
+        let mut driven = false;
+        loop {
+            let body_cx = if driving { &mut noop } else { &mut *cx };
+            let frame = match Pin::new(&mut this.incoming).poll_frame(body_cx) {
+                Poll::Pending if driving && !driven => {
+                    driven = true;
+                    if let Some(driver) = this.driver.as_mut() {
+                        match driver.poll_drive(cx) {
+                            Poll::Pending => {}
+                            // Nothing left to drive: the body registers the task itself.
+                            Poll::Ready(Ok(())) => driving = false,
+                            Poll::Ready(Err(error)) => {
+                                // The connection is gone. hyper hands a failure inside the
+                                // body to the body itself, so the body below reports it, or
+                                // ends cleanly if it was complete (then what failed was bytes
+                                // the server sent after it).
+                                tracing::debug!(%error, "client connection failed");
+                                this.failed = true;
+                                driving = false;
+                            }
+                        }
                     }
+                    continue;
                 }
-                ready!(this.try_finish(cx));
-                Poll::Ready(None)
-            }
-            Poll::Ready(Some(Ok(frame))) => {
-                if this.incoming.is_end_stream() && !this.failed {
-                    // Best effort now; the final poll (or drop) completes it.
-                    let _ = this.try_finish(cx);
+                frame => frame,
+            };
+            return match frame {
+                Poll::Ready(None) => {
+                    if this.failed {
+                        if let Some(mut driver) = this.driver.take() {
+                            driver.close(PoolCloseReason::UnexpectedData);
+                        }
+                    }
+                    ready!(this.try_finish(cx));
+                    Poll::Ready(None)
                 }
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(Some(Err(error))) => {
-                if let Some(mut driver) = this.driver.take() {
-                    driver.close(PoolCloseReason::Error);
+                Poll::Ready(Some(Ok(frame))) => {
+                    if this.incoming.is_end_stream() && !this.failed {
+                        // Best effort now; the final poll (or drop) completes it.
+                        let _ = this.try_finish(cx);
+                    }
+                    Poll::Ready(Some(Ok(frame)))
                 }
-                Poll::Ready(Some(Err(error)))
-            }
-            Poll::Pending => Poll::Pending,
+                Poll::Ready(Some(Err(error))) => {
+                    if let Some(mut driver) = this.driver.take() {
+                        driver.close(PoolCloseReason::Error);
+                    }
+                    Poll::Ready(Some(Err(error)))
+                }
+                Poll::Pending => Poll::Pending,
+            };
         }
     }
 

@@ -435,6 +435,8 @@ where
     B::Error: Into<BoxError>,
 {
     let head_request = request.method() == Method::HEAD;
+    // A hyper state built just now takes its first request without being polled.
+    let fresh = matches!(conn, ClientConn::Bare(_));
     let hot = match conn {
         ClientConn::Hot(hot) => hot,
         ClientConn::Bare(io) => {
@@ -468,21 +470,30 @@ where
         honour_server: inner.config.honour_server_keep_alive,
         ended: false,
     };
-    // A kept hyper state must be ready for the next request (it is, once it has seen the
-    // previous response through; a dead connection says so here: an error, or its end, after
-    // which it would never become ready).
-    let ready = poll_fn(|cx| {
-        let Some(hot) = driver.hot.as_mut() else {
-            return Poll::Pending;
-        };
-        match hot.conn.poll_without_shutdown(cx) {
-            Poll::Ready(Err(error)) => return Poll::Ready(Err(BoxError::from(error))),
-            Poll::Ready(Ok(())) => return Poll::Ready(Err(BoxError::from(ClosedBeforeResponse))),
-            Poll::Pending => {}
-        }
-        hot.tx.poll_ready(cx).map_err(BoxError::from)
-    })
-    .await;
+    // A kept hyper state must be ready for the next request. It says so without being polled
+    // once it has seen the previous response through (the pool polled it then, and the
+    // checkout looked at it): polling it again here would cost a pass of hyper's dispatcher
+    // and register this task where the request is about to be sent (a wake-up of its own).
+    // Otherwise it is driven until ready; a dead connection says so here: an error, or its
+    // end, after which it would never become ready.
+    let ready = if fresh || driver.hot.as_ref().is_some_and(|hot| hot.tx.is_ready()) {
+        Ok(())
+    } else {
+        poll_fn(|cx| {
+            let Some(hot) = driver.hot.as_mut() else {
+                return Poll::Pending;
+            };
+            match hot.conn.poll_without_shutdown(cx) {
+                Poll::Ready(Err(error)) => return Poll::Ready(Err(BoxError::from(error))),
+                Poll::Ready(Ok(())) => {
+                    return Poll::Ready(Err(BoxError::from(ClosedBeforeResponse)))
+                }
+                Poll::Pending => {}
+            }
+            hot.tx.poll_ready(cx).map_err(BoxError::from)
+        })
+        .await
+    };
     if let Err(error) = ready {
         let stale = read.load(Ordering::Relaxed) == read_before;
         driver.close_with(if stale && reused {
@@ -509,7 +520,11 @@ where
                 Poll::Pending => {}
             }
         }
-        if let Poll::Ready(result) = response_future.as_mut().poll(cx) {
+        // hyper answers only while this task drives the connection (just above), so the
+        // response future is polled without registering the task: its answer would otherwise
+        // wake the task while it runs, and poll everything again for nothing.
+        let mut noop = Context::from_waker(std::task::Waker::noop());
+        if let Poll::Ready(result) = response_future.as_mut().poll(&mut noop) {
             // After a connection failure it reports the same failure.
             return Poll::Ready(result.map_err(BoxError::from));
         }
