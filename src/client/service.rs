@@ -324,6 +324,8 @@ where
         (Some(RequestBody::Streaming { body }), None)
     };
 
+    let mut head = Some(parts);
+    let mut retry_head = None;
     for attempt in 0..2 {
         let body = match (first_body.take(), &replay) {
             (Some(body), _) => body,
@@ -332,13 +334,6 @@ where
             },
             (None, None) => unreachable!("a streaming body is sent once"),
         };
-        let mut request = Request::new(body);
-        *request.method_mut() = parts.method.clone();
-        *request.uri_mut() = parts.uri.clone();
-        *request.version_mut() = parts.version;
-        *request.headers_mut() = parts.headers.clone();
-        *request.extensions_mut() = parts.extensions.clone();
-
         // A retry goes to a new connection: others pooled may be as stale as the first.
         let checkout = if attempt == 0 {
             inner.pool.checkout_or_slot(&key).await
@@ -370,6 +365,21 @@ where
                     }
                 }
             };
+        // The first attempt sends the caller's head itself (its header map, with room to
+        // spare, is the one hyper then reuses for the response's headers); a copy is kept
+        // only when a retry could follow: a reused connection and a replayable request.
+        let request = match head.take() {
+            Some(parts) => {
+                if reused && why_not.is_none() {
+                    retry_head = Some(RetryHead::of(&parts));
+                }
+                Request::from_parts(parts, body)
+            }
+            None => match retry_head.take() {
+                Some(copy) => copy.into_request(body),
+                None => unreachable!("a retry follows a kept copy"),
+            },
+        };
         inner.stats.request(reused);
         match send_on(
             &inner,
@@ -399,6 +409,37 @@ where
         }
     }
     unreachable!("the second attempt always returns")
+}
+
+/// A copy of a request's head for a retry.
+struct RetryHead {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    headers: http::HeaderMap,
+    extensions: http::Extensions,
+}
+
+impl RetryHead {
+    fn of(parts: &http::request::Parts) -> Self {
+        RetryHead {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            version: parts.version,
+            headers: parts.headers.clone(),
+            extensions: parts.extensions.clone(),
+        }
+    }
+
+    fn into_request<B>(self, body: B) -> Request<B> {
+        let mut request = Request::new(body);
+        *request.method_mut() = self.method;
+        *request.uri_mut() = self.uri;
+        *request.version_mut() = self.version;
+        *request.headers_mut() = self.headers;
+        *request.extensions_mut() = self.extensions;
+        request
+    }
 }
 
 /// A failed attempt; `stale` when no response byte had arrived.
@@ -510,28 +551,40 @@ where
     let mut response_future = std::pin::pin!(hot.tx.send_request(request));
     // The connection first (it writes the request, reads the response and hands it to the
     // response future), then the response future in the same poll: no extra wake-up.
+    //
+    // hyper answers only while this task drives the connection, so the response future is
+    // polled without registering the task: its answer would otherwise wake the task while it
+    // runs, and poll everything again for nothing. For the same reason, once the request is
+    // written, a wake-up (the response arriving) first drives the connection without
+    // registering the task: hyper then hands the body over to a sender that would wake this
+    // task again when the body is read. Only if the response is not complete is it driven
+    // again with the task's waker, so that the task waits on what hyper waits on.
+    let mut written = false;
     let result = poll_fn(|cx| {
-        let mut failed = None;
-        if let Some(hot) = driver.hot.as_mut() {
-            match hot.conn.poll_without_shutdown(cx) {
-                Poll::Ready(Err(error)) => failed = Some(BoxError::from(error)),
-                // Ended cleanly with the request unanswered: nothing will wake us again.
-                Poll::Ready(Ok(())) => failed = Some(BoxError::from(ClosedBeforeResponse)),
-                Poll::Pending => {}
+        let mut noop = Context::from_waker(std::task::Waker::noop());
+        let passes = if written { 2 } else { 1 };
+        written = true;
+        for pass in (0..passes).rev() {
+            let conn_cx = if pass == 1 { &mut noop } else { &mut *cx };
+            let mut failed = None;
+            if let Some(hot) = driver.hot.as_mut() {
+                match hot.conn.poll_without_shutdown(conn_cx) {
+                    Poll::Ready(Err(error)) => failed = Some(BoxError::from(error)),
+                    // Ended cleanly with the request unanswered: nothing will wake us again.
+                    Poll::Ready(Ok(())) => failed = Some(BoxError::from(ClosedBeforeResponse)),
+                    Poll::Pending => {}
+                }
+            }
+            let mut noop = Context::from_waker(std::task::Waker::noop());
+            if let Poll::Ready(result) = response_future.as_mut().poll(&mut noop) {
+                // After a connection failure it reports the same failure.
+                return Poll::Ready(result.map_err(BoxError::from));
+            }
+            if let Some(error) = failed {
+                return Poll::Ready(Err(error));
             }
         }
-        // hyper answers only while this task drives the connection (just above), so the
-        // response future is polled without registering the task: its answer would otherwise
-        // wake the task while it runs, and poll everything again for nothing.
-        let mut noop = Context::from_waker(std::task::Waker::noop());
-        if let Poll::Ready(result) = response_future.as_mut().poll(&mut noop) {
-            // After a connection failure it reports the same failure.
-            return Poll::Ready(result.map_err(BoxError::from));
-        }
-        match failed {
-            Some(error) => Poll::Ready(Err(error)),
-            None => Poll::Pending,
-        }
+        Poll::Pending
     })
     .await;
     let response = match result {
