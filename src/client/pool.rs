@@ -303,6 +303,8 @@ struct Shared<K, T> {
 struct State<K, T> {
     /// Key to its place in `hosts` (hosts are never removed).
     index: HashMap<K, usize>,
+    /// The last key looked up, and its place.
+    last: Option<(K, usize)>,
     hosts: Vec<Host<T>>,
     /// The idle connections, a dense table in groups of [`GROUP`], each group watched by one
     /// task. A place is taken while its connection is idle and freed at checkout.
@@ -412,15 +414,36 @@ fn lock<X>(mutex: &Mutex<X>) -> MutexGuard<'_, X> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-impl<K: Eq + Hash + Clone, T> State<K, T> {
-    /// The host's place, created if missing; the key is cloned only then.
-    fn host_index(&mut self, key: &K) -> usize {
-        if let Some(&index) = self.index.get(key) {
-            return index;
+impl<K: Eq + Hash, T> State<K, T> {
+    /// The host's place, if it has one.
+    fn find_host(&self, key: &K) -> Option<usize> {
+        match &self.last {
+            Some((last, index)) if last == key => Some(*index),
+            _ => self.index.get(key).copied(),
         }
-        let index = self.hosts.len();
-        self.hosts.push(Host::default());
-        self.index.insert(key.clone(), index);
+    }
+}
+
+impl<K: Eq + Hash + Clone, T> State<K, T> {
+    /// The host's place, created if missing; the key is cloned only then. The last key looked
+    /// up is compared first (a client usually talks to one host at a time), which spares
+    /// hashing it.
+    fn host_index(&mut self, key: &K) -> usize {
+        if let Some((last, index)) = &self.last {
+            if last == key {
+                return *index;
+            }
+        }
+        let index = match self.index.get(key) {
+            Some(&index) => index,
+            None => {
+                let index = self.hosts.len();
+                self.hosts.push(Host::default());
+                self.index.insert(key.clone(), index);
+                index
+            }
+        };
+        self.last = Some((key.clone(), index));
         index
     }
 
@@ -469,6 +492,7 @@ where
                 stats,
                 state: Mutex::new(State {
                     index: HashMap::new(),
+                    last: None,
                     hosts: Vec::new(),
                     cells: Vec::new(),
                     free: Vec::new(),
@@ -487,9 +511,8 @@ where
     pub fn idle_count(&self, key: &K) -> usize {
         let state = lock(&self.shared.state);
         state
-            .index
-            .get(key)
-            .and_then(|&i| state.hosts.get(i))
+            .find_host(key)
+            .and_then(|i| state.hosts.get(i))
             .map_or(0, |host| host.idle.len())
     }
 
@@ -728,7 +751,7 @@ where
     /// Gives back the place of a connection of `key` that was never opened or is gone.
     fn release(&self, key: &K) {
         let mut state = lock(&self.shared.state);
-        if let Some(&h) = state.index.get(key) {
+        if let Some(h) = state.find_host(key) {
             release_place(&mut state.hosts[h]);
         }
     }
@@ -740,7 +763,7 @@ impl<K: Eq + Hash, T> Pool<K, T> {
     pub fn discard(&self, key: &K, reason: PoolCloseReason) {
         self.shared.stats.closed(reason);
         let mut state = lock(&self.shared.state);
-        if let Some(&h) = state.index.get(key) {
+        if let Some(h) = state.find_host(key) {
             release_place(&mut state.hosts[h]);
         }
     }
@@ -877,6 +900,7 @@ impl<K, T> Drop for Shared<K, T> {
             &mut *lock(&self.state),
             State {
                 index: HashMap::new(),
+                last: None,
                 hosts: Vec::new(),
                 cells: Vec::new(),
                 free: Vec::new(),
