@@ -74,12 +74,27 @@ impl PoolKey {
             _ => return None,
         };
         let authority = uri.authority()?.clone();
-        let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
+        // One pass over the authority (`[userinfo@]host[:port]`, already validated by `http`)
+        // for both the host and the port.
         let whole = authority.as_str();
-        let host_str = authority.host();
-        // `host` is a subslice of the authority string: its offset is the distance between
-        // the two starts.
-        let start = (host_str.as_ptr() as usize).saturating_sub(whole.as_ptr() as usize);
+        let host_port = whole
+            .rsplit_once('@')
+            .map_or(whole, |(_, host_port)| host_port);
+        let (host_str, port_str) = if host_port.starts_with('[') {
+            match host_port.find(']') {
+                Some(end) => (&host_port[..=end], host_port[end + 1..].strip_prefix(':')),
+                None => (host_port, None),
+            }
+        } else {
+            match host_port.rsplit_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (host_port, None),
+            }
+        };
+        let port = port_str
+            .and_then(|port| port.parse::<u16>().ok())
+            .unwrap_or(if https { 443 } else { 80 });
+        let start = whole.len() - host_port.len();
         let host = start..start + host_str.len();
         let host_hash = host_str
             .bytes()
@@ -649,6 +664,14 @@ mod tests {
         assert_ne!(key("http://example.com/"), key("https://example.com/"));
         assert_ne!(key("http://example.com/"), key("http://example.com:8080/"));
         assert_eq!(key("https://example.com/"), key("https://example.com:443/"));
+        assert_eq!(
+            key("http://user@example.com:80/"),
+            key("http://example.com/")
+        );
+        assert_eq!(key("http://[::1]/"), key("http://[::1]:80/"));
+        assert_ne!(key("http://[::1]:8080/"), key("http://[::1]/"));
+        let v6 = key("http://u:p@[::1]:8080/").unwrap();
+        assert_eq!((v6.host(), v6.port), (&b"[::1]"[..], 8080));
         assert!(key("/relative").is_none());
         assert!(key("ftp://example.com/").is_none());
     }
