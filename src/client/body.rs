@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, Version};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
@@ -19,7 +19,7 @@ use super::conn::{ClientConn, Hot};
 use super::pool::{History, Pool, Reuse};
 use super::service::PoolKey;
 use super::stats::PoolCloseReason;
-use crate::header::{connection_has, KeepAliveParams};
+use crate::header::{KeepAliveParams, KEEP_ALIVE};
 
 pin_project! {
     /// The request body as sent: buffered (replayable) or the caller's stream.
@@ -95,31 +95,53 @@ impl AfterResponse {
         if status == http::StatusCode::SWITCHING_PROTOCOLS {
             return AfterResponse::Close(PoolCloseReason::ServerClose);
         }
+        // One pass over the response's headers for everything below (a lookup per header
+        // name hashed it each time).
+        let mut transfer_encoding = None;
+        let mut content_length = false;
+        let (mut close, mut keep_alive_token) = (false, false);
+        let mut keep_alive = KeepAliveParams::default();
+        for (name, value) in headers {
+            if name == TRANSFER_ENCODING {
+                transfer_encoding = Some(value);
+            } else if name == CONTENT_LENGTH {
+                content_length = true;
+            } else if name == CONNECTION {
+                for token in value.as_bytes().split(|&b| b == b',') {
+                    let token = token.trim_ascii();
+                    close |= token.eq_ignore_ascii_case(b"close");
+                    keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
+                }
+            } else if name == KEEP_ALIVE {
+                keep_alive.merge(KeepAliveParams::parse(value.as_bytes()));
+            }
+        }
         // RFC 9112 6.3: both framings at once may be a response-splitting attempt and "ought
         // to be handled as an error"; hyper reads it as chunked, the connection is not reused.
-        if headers.contains_key(TRANSFER_ENCODING) && headers.contains_key(CONTENT_LENGTH) {
+        if transfer_encoding.is_some() && content_length {
             return AfterResponse::Close(PoolCloseReason::Error);
         }
         let close = match version {
-            Version::HTTP_11 => connection_has(headers, "close"),
-            Version::HTTP_10 => {
-                !connection_has(headers, "keep-alive") || connection_has(headers, "close")
-            }
+            Version::HTTP_11 => close,
+            Version::HTTP_10 => !keep_alive_token || close,
             _ => true,
         };
-        if close || delimited_by_close(head_request, status, headers) {
+        if close || delimited_by_close(head_request, status, transfer_encoding, content_length) {
             return AfterResponse::Close(PoolCloseReason::ServerClose);
         }
-        AfterResponse::Reuse {
-            keep_alive: KeepAliveParams::from_headers(headers),
-        }
+        AfterResponse::Reuse { keep_alive }
     }
 }
 
 /// Whether the response body ends only with the connection (RFC 9112 6.3: no Content-Length
 /// and no chunked Transfer-Encoding on a response that has a body): such a connection can never
 /// carry another response, whatever `Connection: keep-alive` says.
-fn delimited_by_close(head_request: bool, status: http::StatusCode, headers: &HeaderMap) -> bool {
+fn delimited_by_close(
+    head_request: bool,
+    status: http::StatusCode,
+    last_transfer_encoding: Option<&HeaderValue>,
+    content_length: bool,
+) -> bool {
     let bodiless = head_request
         || status.is_informational()
         || status == http::StatusCode::NO_CONTENT
@@ -127,21 +149,16 @@ fn delimited_by_close(head_request: bool, status: http::StatusCode, headers: &He
     if bodiless {
         return false;
     }
-    let chunked = headers
-        .get_all(TRANSFER_ENCODING)
-        .iter()
-        .next_back()
-        .is_some_and(|last| {
-            last.as_bytes()
-                .rsplit(|&b| b == b',')
-                .next()
-                .is_some_and(|coding| coding.trim_ascii().eq_ignore_ascii_case(b"chunked"))
-        });
-    if headers.contains_key(TRANSFER_ENCODING) {
+    if let Some(last) = last_transfer_encoding {
         // A coding other than chunked last: hyper reads until the close.
+        let chunked = last
+            .as_bytes()
+            .rsplit(|&b| b == b',')
+            .next()
+            .is_some_and(|coding| coding.trim_ascii().eq_ignore_ascii_case(b"chunked"));
         return !chunked;
     }
-    !headers.contains_key(CONTENT_LENGTH)
+    !content_length
 }
 
 /// Runs one hyper connection for the request and response, and gives the socket back.
