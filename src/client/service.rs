@@ -124,7 +124,7 @@ impl PartialEq for PoolKey {
         self.https == other.https
             && self.port == other.port
             && self.host_hash == other.host_hash
-            && self.host().eq_ignore_ascii_case(other.host())
+            && (self.host() == other.host() || self.host().eq_ignore_ascii_case(other.host()))
     }
 }
 
