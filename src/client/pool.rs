@@ -587,7 +587,17 @@ where
             }
         };
         drop(dead);
-        let mut waiter = waiter;
+        // The wait (with its timer) is boxed: the usual checkout, which never waits, then
+        // keeps a small future.
+        Box::pin(self.wait(key, waiter)).await
+    }
+
+    /// Waits at the per-key limit for a connection coming back or a place freed.
+    async fn wait(
+        &self,
+        key: &K,
+        mut waiter: oneshot::Receiver<Handoff<T>>,
+    ) -> Result<Checkout<T>, WaitTimeout> {
         match tokio::time::timeout(self.shared.config.wait_timeout, &mut waiter).await {
             Ok(Ok(Handoff::Conn(io, history))) => Ok(Checkout::Reused(Pooled { io, history })),
             Ok(Ok(Handoff::Open)) => Ok(Checkout::Open(Slot {

@@ -242,7 +242,12 @@ where
         B::Error: Into<BoxError>,
     {
         let span = request_span(&request);
-        send(self.inner.clone(), request).instrument(span).await
+        if span.is_disabled() {
+            // Nobody listens: no span to enter and leave at every poll.
+            send(self.inner.clone(), request).await
+        } else {
+            send(self.inner.clone(), request).instrument(span).await
+        }
     }
 }
 
@@ -263,7 +268,11 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let span = request_span(&request);
-        Box::pin(send(self.inner.clone(), request).instrument(span))
+        if span.is_disabled() {
+            Box::pin(send(self.inner.clone(), request))
+        } else {
+            Box::pin(send(self.inner.clone(), request).instrument(span))
+        }
     }
 }
 
@@ -299,18 +308,6 @@ where
     let key = PoolKey::of(&uri).ok_or_else(|| Error::kind_only(ErrorKind::InvalidUri))?;
     let (mut parts, body) = request.into_parts();
     parts.uri = origin_form(&uri);
-    if !parts.headers.contains_key(HOST) {
-        if let Some(authority) = uri.authority() {
-            if let Ok(value) = HeaderValue::from_str(authority.as_str()) {
-                parts.headers.insert(HOST, value);
-            }
-        }
-    }
-    if parts.version == Version::HTTP_10 && !connection_has(&parts.headers, "keep-alive") {
-        parts
-            .headers
-            .append(CONNECTION, HeaderValue::from_static("keep-alive"));
-    }
     let asked_close = connection_has(&parts.headers, "close");
 
     // Make the body replayable when a retry could be allowed.
@@ -363,10 +360,12 @@ where
                 }
                 Checkout::Open(slot) => {
                     let mut connector = inner.connector.clone();
-                    let connected = async {
+                    // Boxed: the usual request, on a pooled connection, then keeps a small
+                    // future.
+                    let connected = Box::pin(async {
                         poll_fn(|cx| connector.poll_ready(cx)).await?;
                         connector.call(uri.clone()).await
-                    }
+                    })
                     .await;
                     match connected {
                         Ok(io) => {
@@ -384,14 +383,22 @@ where
         // spare, is the one hyper then reuses for the response's headers); a copy is kept
         // only when a retry could follow: a reused connection and a replayable request.
         let request = match head.take() {
-            Some(parts) => {
+            Some(mut parts) => {
+                // (Copied before the client's own headers are added: a request with no
+                // headers of its own is copied without an allocation.)
                 if reused && why_not.is_none() {
                     retry_head = Some(RetryHead::of(&parts));
                 }
+                add_headers(&mut parts.headers, parts.version, &uri);
                 Request::from_parts(parts, body)
             }
             None => match retry_head.take() {
-                Some(copy) => copy.into_request(body),
+                Some(copy) => {
+                    let mut request = copy.into_request(body);
+                    let version = request.version();
+                    add_headers(request.headers_mut(), version, &uri);
+                    request
+                }
                 None => unreachable!("a retry follows a kept copy"),
             },
         };
@@ -424,6 +431,21 @@ where
         }
     }
     unreachable!("the second attempt always returns")
+}
+
+/// The headers the client adds to a request: `Host` (when missing) and, on an HTTP/1.0
+/// request, `Connection: keep-alive`.
+fn add_headers(headers: &mut http::HeaderMap, version: Version, uri: &Uri) {
+    if !headers.contains_key(HOST) {
+        if let Some(authority) = uri.authority() {
+            if let Ok(value) = HeaderValue::from_str(authority.as_str()) {
+                headers.insert(HOST, value);
+            }
+        }
+    }
+    if version == Version::HTTP_10 && !connection_has(headers, "keep-alive") {
+        headers.append(CONNECTION, HeaderValue::from_static("keep-alive"));
+    }
 }
 
 /// A copy of a request's head for a retry.
@@ -501,7 +523,8 @@ where
                 inner: io,
                 read: read.clone(),
             });
-            match hyper::client::conn::http1::handshake::<_, ReqBody>(io).await {
+            // Boxed, like the connect: the usual request reuses hyper's state.
+            match Box::pin(hyper::client::conn::http1::handshake::<_, ReqBody>(io)).await {
                 Ok((tx, conn)) => Box::new(Hot { tx, conn, read }),
                 Err(error) => {
                     inner.pool.discard(&key, PoolCloseReason::Error);
