@@ -254,6 +254,19 @@ pub trait Idle: Send + 'static {
     fn parks(&self) -> bool {
         false
     }
+
+    /// The pool marks the connection idle (`true`, when it keeps it) or in use (`false`, when
+    /// it hands it out). The default ignores it.
+    fn set_idle(&mut self, idle: bool) {
+        let _ = idle;
+    }
+
+    /// Whether nothing has woken the connection since it was last polled idle (after
+    /// [`set_idle(true)`](Idle::set_idle)): a look at it now would find nothing, and the
+    /// checkout skips it. The default says no (the checkout always looks).
+    fn quiet(&self) -> bool {
+        false
+    }
 }
 
 impl<T: AsyncRead + Unpin + Send + 'static> Idle for T {
@@ -549,9 +562,16 @@ where
                 state.free.push(place);
                 let Cell { mut io, meta, .. } = cell;
                 // A FIN or bytes may have arrived since the watcher last ran (it runs only
-                // when scheduled): one look now, so a dead connection is never handed out.
+                // when scheduled): one look now, so a dead connection is never handed out;
+                // not needed when nothing has woken the connection since it was registered.
                 let mut cx = Context::from_waker(Waker::noop());
-                if let Poll::Ready(reason) = io.poll_idle(&mut cx) {
+                let looked = if io.quiet() {
+                    Poll::Pending
+                } else {
+                    io.poll_idle(&mut cx)
+                };
+                io.set_idle(false);
+                if let Poll::Ready(reason) = looked {
                     release_place(&mut state.hosts[h]);
                     self.shared.stats.closed(reason);
                     tracing::debug!(reason = reason.name(), "pooled connection dead at checkout");
@@ -714,6 +734,7 @@ where
         let place = state.free_place();
         let g = place / GROUP;
         let group = &mut state.groups[g];
+        io.set_idle(true);
         // Register the group's watcher for the socket's readability from here: the watcher
         // need not run for it. A FIN (or anything) already there closes it now.
         if let Some(waker) = group.waker.as_ref() {

@@ -525,7 +525,7 @@ where
             });
             // Boxed, like the connect: the usual request reuses hyper's state.
             match Box::pin(hyper::client::conn::http1::handshake::<_, ReqBody>(io)).await {
-                Ok((tx, conn)) => Box::new(Hot { tx, conn, read }),
+                Ok((tx, conn)) => Box::new(Hot::new(tx, conn, read)),
                 Err(error) => {
                     inner.pool.discard(&key, PoolCloseReason::Error);
                     return Err(Failure {
