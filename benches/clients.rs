@@ -5,12 +5,15 @@
 //!
 //! The server runs in this process on its own tokio runtime (1 worker thread), the clients on
 //! another (1 worker thread). Each configuration (client x concurrency) runs `rounds` times,
-//! interleaved, and the median is reported, with the connections the server accepted.
+//! interleaved, and the median is reported, with the connections the server accepted and the
+//! CPU time the client runtime's threads used per request (`/proc/self/task/*/schedstat`: less
+//! sensitive than req/s to a busy machine, since it counts only the client's own work).
 //!
 //! ```text
 //! cargo bench --bench clients                       # 3 s per run, 3 rounds
 //! cargo bench --bench clients -- --quick            # 0.3 s per run, 1 round (CI smoke)
 //! cargo bench --bench clients -- --duration 5s --rounds 5
+//! cargo bench --bench clients -- --clients keepalive,dedicated --concurrency 32
 //! ```
 
 use std::convert::Infallible;
@@ -63,23 +66,33 @@ struct RunResult {
     errors: u64,
     elapsed: Duration,
     connections: u64,
+    /// CPU time of the client runtime's threads during the run.
+    cpu: Duration,
 }
 
 impl RunResult {
     fn rate(&self) -> f64 {
         self.requests as f64 / self.elapsed.as_secs_f64()
     }
+
+    fn cpu_per_request_us(&self) -> f64 {
+        self.cpu.as_secs_f64() * 1e6 / self.requests.max(1) as f64
+    }
 }
 
 struct Args {
     duration: Duration,
     rounds: usize,
+    kinds: Vec<Kind>,
+    concurrencies: Vec<usize>,
 }
 
 fn parse_args() -> Args {
     let mut args = Args {
         duration: Duration::from_secs(3),
         rounds: 3,
+        kinds: Kind::ALL.to_vec(),
+        concurrencies: CONCURRENCIES.to_vec(),
     };
     let mut quick = false;
     let mut duration = None;
@@ -95,6 +108,27 @@ fn parse_args() -> Args {
             "--rounds" => {
                 let value = it.next().expect("--rounds needs a value");
                 rounds = Some(value.parse().expect("--rounds: a number"));
+            }
+            "--clients" => {
+                let value = it
+                    .next()
+                    .expect("--clients needs a list (e.g. keepalive,dedicated)");
+                args.kinds = value
+                    .split(',')
+                    .map(|name| {
+                        Kind::ALL
+                            .into_iter()
+                            .find(|k| k.name() == name.trim())
+                            .unwrap_or_else(|| panic!("--clients: unknown client {name:?}"))
+                    })
+                    .collect();
+            }
+            "--concurrency" => {
+                let value = it.next().expect("--concurrency needs a list (e.g. 1,32)");
+                args.concurrencies = value
+                    .split(',')
+                    .map(|n| n.trim().parse().expect("--concurrency: numbers"))
+                    .collect();
             }
             // cargo bench passes `--bench`; anything else (filters) is ignored.
             _ => {}
@@ -372,21 +406,22 @@ fn main() {
         "clients bench: server {addr}, {} per run, {} round(s), concurrency {:?}",
         humantime(args.duration),
         args.rounds,
-        CONCURRENCIES
+        args.concurrencies
     );
 
     // results[(kind, concurrency)] = runs
     let mut results: Vec<((Kind, usize), Vec<RunResult>)> = Vec::new();
-    for &c in &CONCURRENCIES {
-        for kind in Kind::ALL {
+    for &c in &args.concurrencies {
+        for &kind in &args.kinds {
             results.push(((kind, c), Vec::new()));
         }
     }
 
     for round in 0..args.rounds {
-        for &concurrency in &CONCURRENCIES {
-            for kind in Kind::ALL {
+        for &concurrency in &args.concurrencies {
+            for &kind in &args.kinds {
                 let before = accepted.load(Ordering::Relaxed);
+                let cpu_before = client_cpu();
                 let start = Instant::now();
                 let (requests, errors) = client_rt.block_on(async {
                     match kind {
@@ -401,6 +436,7 @@ fn main() {
                     }
                 });
                 let elapsed = start.elapsed();
+                let cpu = client_cpu().saturating_sub(cpu_before);
                 // Let the dropped clients' connections close before the next run.
                 std::thread::sleep(Duration::from_millis(50));
                 let connections = accepted.load(Ordering::Relaxed) - before;
@@ -409,13 +445,15 @@ fn main() {
                     errors,
                     elapsed,
                     connections,
+                    cpu,
                 };
                 eprintln!(
-                    "round {} {:>10} c={:<2} {:>9.0} req/s  {} requests, {} errors, {} connections",
+                    "round {} {:>10} c={:<2} {:>9.0} req/s  {:>5.2} us cpu/req  {} requests, {} errors, {} connections",
                     round + 1,
                     kind.name(),
                     concurrency,
                     run.rate(),
+                    run.cpu_per_request_us(),
                     requests,
                     errors,
                     connections
@@ -428,65 +466,110 @@ fn main() {
         }
     }
 
-    let summary = |kind: Kind, c: usize| -> (f64, u64, u64, f64, f64) {
-        let runs = &results
-            .iter()
-            .find(|(k, _)| *k == (kind, c))
-            .expect("configuration ran")
-            .1;
+    let summary = |kind: Kind, c: usize| -> Option<Summary> {
+        let runs = &results.iter().find(|(k, _)| *k == (kind, c))?.1;
         let mut rates: Vec<f64> = runs.iter().map(RunResult::rate).collect();
-        let min = rates.iter().copied().fold(f64::INFINITY, f64::min);
-        let max = rates.iter().copied().fold(0.0, f64::max);
-        let med = median(&mut rates);
-        let conns = runs.iter().map(|r| r.connections).max().unwrap_or(0);
-        let errors = runs.iter().map(|r| r.errors).sum();
-        (med, conns, errors, min, max)
+        let mut cpus: Vec<f64> = runs.iter().map(RunResult::cpu_per_request_us).collect();
+        Some(Summary {
+            min: rates.iter().copied().fold(f64::INFINITY, f64::min),
+            max: rates.iter().copied().fold(0.0, f64::max),
+            median: median(&mut rates),
+            cpu_us: median(&mut cpus),
+            connections: runs.iter().map(|r| r.connections).max().unwrap_or(0),
+            errors: runs.iter().map(|r| r.errors).sum(),
+        })
     };
 
     println!();
     println!(
-        "| client | concurrency | req/s (median of {}) | min-max | vs dedicated | connections opened (max per run) | errors |",
+        "| client | concurrency | req/s (median of {}) | min-max | vs dedicated | client cpu us/req (median) | connections opened (max per run) | errors |",
         args.rounds
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|");
-    for &c in &CONCURRENCIES {
-        let (dedicated, ..) = summary(Kind::Dedicated, c);
-        for kind in Kind::ALL {
-            let (med, conns, errors, min, max) = summary(kind, c);
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    for &c in &args.concurrencies {
+        let dedicated = summary(Kind::Dedicated, c).map(|s| s.median);
+        for &kind in &args.kinds {
+            let Some(s) = summary(kind, c) else { continue };
             println!(
-                "| {} | {} | {:.0} | {:.0}-{:.0} | {:.2} | {} | {} |",
+                "| {} | {} | {:.0} | {:.0}-{:.0} | {} | {:.2} | {} | {} |",
                 kind.name(),
                 c,
-                med,
-                min,
-                max,
-                med / dedicated,
-                conns,
-                errors
+                s.median,
+                s.min,
+                s.max,
+                ratio(Some(s.median), dedicated),
+                s.cpu_us,
+                s.connections,
+                s.errors
             );
         }
     }
     println!();
     println!(
-        "| concurrency | keepalive / hyper-util | keepalive / reqwest | keepalive / dedicated |"
+        "| concurrency | keepalive / hyper-util | keepalive / reqwest | keepalive / dedicated | cpu/req: keepalive / dedicated |"
     );
-    println!("|---:|---:|---:|---:|");
-    for &c in &CONCURRENCIES {
-        let (ka, ..) = summary(Kind::Keepalive, c);
-        let (hu, ..) = summary(Kind::HyperUtil, c);
-        let (rq, ..) = summary(Kind::Reqwest, c);
-        let (de, ..) = summary(Kind::Dedicated, c);
+    println!("|---:|---:|---:|---:|---:|");
+    for &c in &args.concurrencies {
+        let rate = |kind| summary(kind, c).map(|s| s.median);
+        let cpu = |kind| summary(kind, c).map(|s| s.cpu_us);
+        let ka = rate(Kind::Keepalive);
         println!(
-            "| {} | {:.2} | {:.2} | {:.2} |",
+            "| {} | {} | {} | {} | {} |",
             c,
-            ka / hu,
-            ka / rq,
-            ka / de
+            ratio(ka, rate(Kind::HyperUtil)),
+            ratio(ka, rate(Kind::Reqwest)),
+            ratio(ka, rate(Kind::Dedicated)),
+            ratio(cpu(Kind::Keepalive), cpu(Kind::Dedicated)),
         );
     }
 
     drop(client_rt);
     server_rt.shutdown_timeout(Duration::from_secs(1));
+}
+
+/// The figures of one configuration over its rounds.
+struct Summary {
+    median: f64,
+    min: f64,
+    max: f64,
+    cpu_us: f64,
+    connections: u64,
+    errors: u64,
+}
+
+fn ratio(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+        _ => "-".to_string(),
+    }
+}
+
+/// CPU time used so far by the client runtime's threads (named `bench-client`), from
+/// `/proc/self/task/*/schedstat` (nanoseconds on the CPU). Zero where that is not readable.
+fn client_cpu() -> Duration {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Duration::ZERO;
+    };
+    let mut total = 0u64;
+    for task in tasks.flatten() {
+        let path = task.path();
+        let is_client = std::fs::read_to_string(path.join("comm"))
+            .is_ok_and(|comm| comm.trim() == "bench-client");
+        if !is_client {
+            continue;
+        }
+        if let Some(ns) = std::fs::read_to_string(path.join("schedstat"))
+            .ok()
+            .and_then(|s| {
+                s.split_whitespace()
+                    .next()
+                    .and_then(|n| n.parse::<u64>().ok())
+            })
+        {
+            total += ns;
+        }
+    }
+    Duration::from_nanos(total)
 }
 
 fn humantime(d: Duration) -> String {

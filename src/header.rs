@@ -65,7 +65,8 @@ impl KeepAliveParams {
         params
     }
 
-    fn merge(&mut self, other: Self) {
+    /// Adds what `other` has and `self` has not (the first value wins).
+    pub(crate) fn merge(&mut self, other: Self) {
         self.timeout = self.timeout.or(other.timeout);
         self.max = self.max.or(other.max);
     }

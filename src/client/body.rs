@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, Version};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
@@ -19,7 +19,7 @@ use super::conn::{ClientConn, Hot};
 use super::pool::{History, Pool, Reuse};
 use super::service::PoolKey;
 use super::stats::PoolCloseReason;
-use crate::header::{connection_has, KeepAliveParams};
+use crate::header::{KeepAliveParams, KEEP_ALIVE};
 
 pin_project! {
     /// The request body as sent: buffered (replayable) or the caller's stream.
@@ -95,31 +95,53 @@ impl AfterResponse {
         if status == http::StatusCode::SWITCHING_PROTOCOLS {
             return AfterResponse::Close(PoolCloseReason::ServerClose);
         }
+        // One pass over the response's headers for everything below (a lookup per header
+        // name hashed it each time).
+        let mut transfer_encoding = None;
+        let mut content_length = false;
+        let (mut close, mut keep_alive_token) = (false, false);
+        let mut keep_alive = KeepAliveParams::default();
+        for (name, value) in headers {
+            if name == TRANSFER_ENCODING {
+                transfer_encoding = Some(value);
+            } else if name == CONTENT_LENGTH {
+                content_length = true;
+            } else if name == CONNECTION {
+                for token in value.as_bytes().split(|&b| b == b',') {
+                    let token = token.trim_ascii();
+                    close |= token.eq_ignore_ascii_case(b"close");
+                    keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
+                }
+            } else if name == KEEP_ALIVE {
+                keep_alive.merge(KeepAliveParams::parse(value.as_bytes()));
+            }
+        }
         // RFC 9112 6.3: both framings at once may be a response-splitting attempt and "ought
         // to be handled as an error"; hyper reads it as chunked, the connection is not reused.
-        if headers.contains_key(TRANSFER_ENCODING) && headers.contains_key(CONTENT_LENGTH) {
+        if transfer_encoding.is_some() && content_length {
             return AfterResponse::Close(PoolCloseReason::Error);
         }
         let close = match version {
-            Version::HTTP_11 => connection_has(headers, "close"),
-            Version::HTTP_10 => {
-                !connection_has(headers, "keep-alive") || connection_has(headers, "close")
-            }
+            Version::HTTP_11 => close,
+            Version::HTTP_10 => !keep_alive_token || close,
             _ => true,
         };
-        if close || delimited_by_close(head_request, status, headers) {
+        if close || delimited_by_close(head_request, status, transfer_encoding, content_length) {
             return AfterResponse::Close(PoolCloseReason::ServerClose);
         }
-        AfterResponse::Reuse {
-            keep_alive: KeepAliveParams::from_headers(headers),
-        }
+        AfterResponse::Reuse { keep_alive }
     }
 }
 
 /// Whether the response body ends only with the connection (RFC 9112 6.3: no Content-Length
 /// and no chunked Transfer-Encoding on a response that has a body): such a connection can never
 /// carry another response, whatever `Connection: keep-alive` says.
-fn delimited_by_close(head_request: bool, status: http::StatusCode, headers: &HeaderMap) -> bool {
+fn delimited_by_close(
+    head_request: bool,
+    status: http::StatusCode,
+    last_transfer_encoding: Option<&HeaderValue>,
+    content_length: bool,
+) -> bool {
     let bodiless = head_request
         || status.is_informational()
         || status == http::StatusCode::NO_CONTENT
@@ -127,28 +149,25 @@ fn delimited_by_close(head_request: bool, status: http::StatusCode, headers: &He
     if bodiless {
         return false;
     }
-    let chunked = headers
-        .get_all(TRANSFER_ENCODING)
-        .iter()
-        .next_back()
-        .is_some_and(|last| {
-            last.as_bytes()
-                .rsplit(|&b| b == b',')
-                .next()
-                .is_some_and(|coding| coding.trim_ascii().eq_ignore_ascii_case(b"chunked"))
-        });
-    if headers.contains_key(TRANSFER_ENCODING) {
+    if let Some(last) = last_transfer_encoding {
         // A coding other than chunked last: hyper reads until the close.
+        let chunked = last
+            .as_bytes()
+            .rsplit(|&b| b == b',')
+            .next()
+            .is_some_and(|coding| coding.trim_ascii().eq_ignore_ascii_case(b"chunked"));
         return !chunked;
     }
-    !headers.contains_key(CONTENT_LENGTH)
+    !content_length
 }
 
 /// Runs one hyper connection for the request and response, and gives the socket back.
 pub(crate) trait Drive: Send {
     /// Drives reading and writing; `Ready(Err)` when the connection failed: it is dropped
     /// then, and the caller says why with [`close`](Drive::close) once the body has told
-    /// whether it was complete.
+    /// whether it was complete. `Ready(Ok)` when there is nothing left to drive (hyper's
+    /// connection ended): the body alone tells what follows, and nothing here will wake the
+    /// task. `Pending` registers the task for what hyper waits on.
     fn poll_drive(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), hyper::Error>>;
     /// Closes the connection for `reason` (counted once).
     fn close(&mut self, reason: PoolCloseReason);
@@ -221,8 +240,8 @@ where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     fn poll_drive(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), hyper::Error>> {
-        let Some(hot) = self.hot.as_mut() else {
-            return Poll::Pending;
+        let Some(hot) = self.hot.as_mut().filter(|_| !self.ended) else {
+            return Poll::Ready(Ok(()));
         };
         match hot.conn.poll_without_shutdown(cx) {
             Poll::Ready(Err(error)) => {
@@ -234,7 +253,7 @@ where
             // the connection is not reused.
             Poll::Ready(Ok(())) => {
                 self.ended = true;
-                Poll::Pending
+                Poll::Ready(Ok(()))
             }
             Poll::Pending => Poll::Pending,
         }
@@ -337,39 +356,64 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = &mut *self;
-        if let (Some(driver), false) = (this.driver.as_mut(), this.failed) {
-            if let Poll::Ready(Err(error)) = driver.poll_drive(cx) {
-                // The connection is gone. hyper hands a failure inside the body to the body
-                // itself, so the body below reports it, or ends cleanly if it was complete
-                // (then what failed was bytes the server sent after it).
-                tracing::debug!(%error, "client connection failed");
-                this.failed = true;
-            }
-        }
-        match Pin::new(&mut this.incoming).poll_frame(cx) {
-            Poll::Ready(None) => {
-                if this.failed {
-                    if let Some(mut driver) = this.driver.take() {
-                        driver.close(PoolCloseReason::UnexpectedData);
+        // hyper hands the body over only while this task drives its connection, so the body
+        // is polled without registering the task (a wake-up from that hand-over would only
+        // poll everything again at once); the connection's own registration (the socket)
+        // wakes the task when something can progress. What hyper has already handed over
+        // needs no pass of its dispatcher (a small body arrives with the head).
+        let mut noop = Context::from_waker(std::task::Waker::noop());
+        let mut driving = this.driver.is_some() && !this.failed;
+        let mut driven = false;
+        loop {
+            let body_cx = if driving { &mut noop } else { &mut *cx };
+            let frame = match Pin::new(&mut this.incoming).poll_frame(body_cx) {
+                Poll::Pending if driving && !driven => {
+                    driven = true;
+                    if let Some(driver) = this.driver.as_mut() {
+                        match driver.poll_drive(cx) {
+                            Poll::Pending => {}
+                            // Nothing left to drive: the body registers the task itself.
+                            Poll::Ready(Ok(())) => driving = false,
+                            Poll::Ready(Err(error)) => {
+                                // The connection is gone. hyper hands a failure inside the
+                                // body to the body itself, so the body below reports it, or
+                                // ends cleanly if it was complete (then what failed was bytes
+                                // the server sent after it).
+                                tracing::debug!(%error, "client connection failed");
+                                this.failed = true;
+                                driving = false;
+                            }
+                        }
                     }
+                    continue;
                 }
-                ready!(this.try_finish(cx));
-                Poll::Ready(None)
-            }
-            Poll::Ready(Some(Ok(frame))) => {
-                if this.incoming.is_end_stream() && !this.failed {
-                    // Best effort now; the final poll (or drop) completes it.
-                    let _ = this.try_finish(cx);
+                frame => frame,
+            };
+            return match frame {
+                Poll::Ready(None) => {
+                    if this.failed {
+                        if let Some(mut driver) = this.driver.take() {
+                            driver.close(PoolCloseReason::UnexpectedData);
+                        }
+                    }
+                    ready!(this.try_finish(cx));
+                    Poll::Ready(None)
                 }
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(Some(Err(error))) => {
-                if let Some(mut driver) = this.driver.take() {
-                    driver.close(PoolCloseReason::Error);
+                Poll::Ready(Some(Ok(frame))) => {
+                    if this.incoming.is_end_stream() && !this.failed {
+                        // Best effort now; the final poll (or drop) completes it.
+                        let _ = this.try_finish(cx);
+                    }
+                    Poll::Ready(Some(Ok(frame)))
                 }
-                Poll::Ready(Some(Err(error)))
-            }
-            Poll::Pending => Poll::Pending,
+                Poll::Ready(Some(Err(error))) => {
+                    if let Some(mut driver) = this.driver.take() {
+                        driver.close(PoolCloseReason::Error);
+                    }
+                    Poll::Ready(Some(Err(error)))
+                }
+                Poll::Pending => Poll::Pending,
+            };
         }
     }
 

@@ -1,9 +1,9 @@
 //! A client connection as the pool keeps it: hot (hyper's HTTP/1 state kept, for reuse within
 //! moments) or parked (the bare socket, once idle for the pool's `park_after`).
 
-use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Bytes;
@@ -45,6 +45,65 @@ where
     pub(crate) conn: Http1<T>,
     /// Bytes read on the socket so far (to tell whether a failure saw any response).
     pub(crate) read: Arc<AtomicU64>,
+    /// What hyper wakes while the connection sits idle in the pool.
+    pub(crate) signal: Arc<IdleSignal>,
+    pub(crate) signal_waker: Waker,
+}
+
+impl<T> Hot<T>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    pub(crate) fn new(tx: SendRequest<ReqBody>, conn: Http1<T>, read: Arc<AtomicU64>) -> Self {
+        let signal = Arc::new(IdleSignal {
+            idle: AtomicBool::new(false),
+            woken: AtomicBool::new(true),
+            watcher: Mutex::new(None),
+        });
+        let signal_waker = Waker::from(signal.clone());
+        Hot {
+            tx,
+            conn,
+            read,
+            signal,
+            signal_waker,
+        }
+    }
+}
+
+/// The waker hyper's state is polled with while the connection sits idle in the pool. A
+/// wake-up reaches the pool's watcher only while the connection is idle: once it is handed out,
+/// sending the next request wakes hyper's request channel, where this waker may still be
+/// registered, and the watcher has nothing to do with it. It also records that something
+/// happened since the connection was last polled idle, so a checkout can skip its look at a
+/// connection nothing woke ([`Idle::quiet`]).
+#[derive(Debug)]
+pub(crate) struct IdleSignal {
+    idle: AtomicBool,
+    /// Set by every wake-up, and when the connection goes idle (not yet registered); cleared
+    /// just before hyper is polled idle.
+    woken: AtomicBool,
+    watcher: Mutex<Option<Waker>>,
+}
+
+impl std::task::Wake for IdleSignal {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::SeqCst);
+        if self.idle.load(Ordering::SeqCst) {
+            let watcher = self
+                .watcher
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .clone();
+            if let Some(watcher) = watcher {
+                watcher.wake();
+            }
+        }
+    }
 }
 
 impl<T> std::fmt::Debug for ClientConn<T>
@@ -75,6 +134,27 @@ fn idle_error_reason(error: &hyper::Error) -> PoolCloseReason {
     }
 }
 
+/// A plain TCP socket is registered with the runtime again when it is parked, so that its
+/// registration (tokio's per-socket readiness state, 256 bytes) is allocated then, next to the
+/// other parked connections' registrations, instead of staying where it was made: among the
+/// buffers of the connection's first request, freed since, where it alone would keep a page of
+/// the heap resident (measured: 4.6 KB resident per idle connection with it, 2.4 KB without,
+/// `client_figures memory`). Other connection types are left as they are. `Err` when the
+/// socket could not be registered again (it is closed then).
+fn reregister<T: 'static>(io: T) -> Result<T, PoolCloseReason> {
+    let mut io = Some(io);
+    let any: &mut dyn std::any::Any = &mut io;
+    if let Some(tcp) = any.downcast_mut::<Option<tokio::net::TcpStream>>() {
+        let moved = tcp.take().and_then(|stream| {
+            // Both steps close the socket when they fail.
+            let std = stream.into_std().ok()?;
+            tokio::net::TcpStream::from_std(std).ok()
+        });
+        *tcp = Some(moved.ok_or(PoolCloseReason::Error)?);
+    }
+    io.ok_or(PoolCloseReason::Error)
+}
+
 impl<T> Idle for ClientConn<T>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -82,12 +162,29 @@ where
     fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<PoolCloseReason> {
         match self {
             ClientConn::Bare(io) => Idle::poll_idle(io, cx),
-            // hyper reads an idle connection itself: EOF ends it, any byte is an error.
-            ClientConn::Hot(hot) => match hot.conn.poll_without_shutdown(cx) {
-                Poll::Ready(Ok(())) => Poll::Ready(PoolCloseReason::ServerFin),
-                Poll::Ready(Err(error)) => Poll::Ready(idle_error_reason(&error)),
-                Poll::Pending => Poll::Pending,
-            },
+            // hyper reads an idle connection itself: EOF ends it, any byte is an error. It is
+            // polled with the connection's signal, which passes wake-ups on to `cx` while the
+            // connection is idle.
+            ClientConn::Hot(hot) => {
+                {
+                    let mut watcher = hot
+                        .signal
+                        .watcher
+                        .lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner());
+                    if !watcher.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                        *watcher = Some(cx.waker().clone());
+                    }
+                }
+                // Cleared before the poll: a wake-up from here on is recorded.
+                hot.signal.woken.store(false, Ordering::SeqCst);
+                let mut signal_cx = Context::from_waker(&hot.signal_waker);
+                match hot.conn.poll_without_shutdown(&mut signal_cx) {
+                    Poll::Ready(Ok(())) => Poll::Ready(PoolCloseReason::ServerFin),
+                    Poll::Ready(Err(error)) => Poll::Ready(idle_error_reason(&error)),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
             ClientConn::Gone => Poll::Ready(PoolCloseReason::Error),
         }
     }
@@ -109,11 +206,28 @@ where
         if !parts.read_buf.is_empty() {
             return Err(PoolCloseReason::UnexpectedData);
         }
-        *self = ClientConn::Bare(parts.io.into_inner().inner);
+        *self = ClientConn::Bare(reregister(parts.io.into_inner().inner)?);
         Ok(())
     }
 
     fn parks(&self) -> bool {
         matches!(self, ClientConn::Hot(_))
+    }
+
+    fn set_idle(&mut self, idle: bool) {
+        if let ClientConn::Hot(hot) = self {
+            if idle {
+                // Not registered yet: until it is polled idle, a checkout looks.
+                hot.signal.woken.store(true, Ordering::SeqCst);
+            }
+            hot.signal.idle.store(idle, Ordering::SeqCst);
+        }
+    }
+
+    fn quiet(&self) -> bool {
+        match self {
+            ClientConn::Hot(hot) => !hot.signal.woken.load(Ordering::SeqCst),
+            _ => false,
+        }
     }
 }

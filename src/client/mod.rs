@@ -5,7 +5,7 @@
 //! - Connections are pooled by scheme, host and port and reused last-in first-out. A
 //!   connection that comes back keeps hyper's HTTP/1 state for quick reuse; once idle for
 //!   [`PoolConfig::park_after`] (100 ms) it is parked as the bare socket, without hyper's
-//!   buffers (about 0.8 KB per idle connection).
+//!   buffers (about 0.4 KB of heap per idle connection, 2.4 KB resident).
 //! - The server is honoured: `Connection: close` ends the connection after that response, an
 //!   HTTP/1.0 response without keep-alive is not reused, `Keep-Alive: timeout=N` makes the
 //!   client close the idle connection a margin before N (so TIME_WAIT lands on the client and

@@ -3,16 +3,19 @@
 //!
 //! Idle connections are kept small: after [`PoolConfig::park_after`] a connection gives back
 //! what it keeps only for quick reuse ([`Idle::park`]; the HTTP client drops hyper's state and
-//! keeps the socket), leaving the connection itself plus a few timestamps. Each connection has one small watcher task for its whole life, started the
-//! first time it is returned. While the connection is idle the watcher is registered for its
+//! keeps the socket), leaving the connection itself plus a few timestamps. Idle connections sit
+//! in a dense table (no allocation of their own), in groups of 64 places, each group watched by
+//! one small task. While a connection is idle its group's task is registered for its
 //! readability and reads at most one byte when woken: zero bytes is the server's FIN, any byte
 //! is a protocol violation (nobody asked), an error is a reset; each evicts and closes the
 //! connection at once, so nothing lingers in CLOSE_WAIT. The same task closes the connection
-//! when its idle deadline passes (the client closes first, so TIME_WAIT stays on the client).
+//! when its idle deadline passes (the client closes first, so TIME_WAIT stays on the client),
+//! with one timer per group set for the group's earliest deadline.
 //!
-//! The hot path schedules nothing: returning a connection registers the watcher's waker on the
-//! socket from the returning task itself, and a checkout just takes the connection back. The
-//! watcher runs only when the socket or its timer fires.
+//! The hot path schedules nothing: returning a connection takes the pool's lock once and
+//! registers the group task's waker on the socket from the returning task itself; a checkout
+//! takes the lock once and the connection back. A group's task runs only when one of its
+//! sockets or its timer fires, or when a return brings a deadline earlier than its timer's.
 //!
 //! Checkout is last-in, first-out per key: the most recently used connection is the one most
 //! likely alive and warm.
@@ -43,6 +46,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::future::{poll_fn, Future as _};
 use std::hash::Hash;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Waker};
@@ -163,19 +167,27 @@ pub struct Pooled<T> {
     history: History<T>,
 }
 
-/// What the pool knows about a connection (age, uses, the server's limits, its watcher),
-/// carried while it is in use and handed back with [`Pool::put_back`]. Dropping it instead
-/// (the connection is closed) stops the connection's watcher.
-#[derive(Debug)]
+/// What the pool knows about a connection (age, uses, the server's limits), carried while it
+/// is in use and handed back with [`Pool::put_back`]. Dropping it instead forgets it (the
+/// connection is closed, or taken out of the pool's care).
 pub struct History<T> {
     meta: Meta,
-    watch: Option<Arc<Watch<T>>>,
+    _conn: PhantomData<fn(T)>,
 }
 
-impl<T> Drop for History<T> {
-    fn drop(&mut self) {
-        if let Some(watch) = self.watch.take() {
-            watch.retire();
+impl<T> std::fmt::Debug for History<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("History")
+            .field("uses", &self.meta.uses)
+            .finish()
+    }
+}
+
+impl<T> History<T> {
+    fn new(meta: Meta) -> Self {
+        History {
+            meta,
+            _conn: PhantomData,
         }
     }
 }
@@ -188,6 +200,17 @@ struct Meta {
     uses_left: Option<u32>,
 }
 
+impl Meta {
+    fn new(created: Instant) -> Self {
+        Meta {
+            created,
+            uses: 0,
+            close_by: None,
+            uses_left: None,
+        }
+    }
+}
+
 impl<T> Pooled<T> {
     /// The connection.
     pub fn get_mut(&mut self) -> &mut T {
@@ -197,9 +220,7 @@ impl<T> Pooled<T> {
     /// Takes the connection out of the pool's care (its history is forgotten: a later
     /// [`Pool::put`] counts it as new).
     pub fn into_inner(self) -> T {
-        let Pooled { io, history } = self;
-        drop(history);
-        io
+        self.io
     }
 
     /// The connection and its history, to hand back with [`Pool::put_back`].
@@ -210,44 +231,6 @@ impl<T> Pooled<T> {
     /// How many times it was used before.
     pub fn uses(&self) -> u32 {
         self.history.meta.uses
-    }
-}
-
-/// One connection's idle state, shared by the pool and the connection's watcher task.
-#[derive(Debug)]
-struct Watch<T> {
-    state: Mutex<WatchState<T>>,
-}
-
-#[derive(Debug)]
-struct WatchState<T> {
-    /// The parked connection, while it is idle.
-    idle: Option<(T, Meta)>,
-    /// When to give the idle connection's spare memory back ([`Idle::park`]), if not yet.
-    park_at: Option<Instant>,
-    /// When the current idle period ends, and why.
-    deadline: Instant,
-    reason: PoolCloseReason,
-    /// The deadline the watcher's timer is set for (it may be earlier than `deadline`: the
-    /// timer is moved only when a deadline comes earlier).
-    armed: Option<Instant>,
-    /// The watcher task's waker, once it has run.
-    waker: Option<Waker>,
-    /// The connection is gone: the watcher ends.
-    retired: bool,
-}
-
-impl<T> Watch<T> {
-    fn retire(&self) {
-        let waker = {
-            let mut state = lock(&self.state);
-            state.retired = true;
-            state.idle = None;
-            state.waker.take()
-        };
-        if let Some(waker) = waker {
-            waker.wake();
-        }
     }
 }
 
@@ -271,6 +254,19 @@ pub trait Idle: Send + 'static {
     fn parks(&self) -> bool {
         false
     }
+
+    /// The pool marks the connection idle (`true`, when it keeps it) or in use (`false`, when
+    /// it hands it out). The default ignores it.
+    fn set_idle(&mut self, idle: bool) {
+        let _ = idle;
+    }
+
+    /// Whether nothing has woken the connection since it was last polled idle (after
+    /// [`set_idle(true)`](Idle::set_idle)): a look at it now would find nothing, and the
+    /// checkout skips it. The default says no (the checkout always looks).
+    fn quiet(&self) -> bool {
+        false
+    }
 }
 
 impl<T: AsyncRead + Unpin + Send + 'static> Idle for T {
@@ -292,10 +288,10 @@ impl<T: AsyncRead + Unpin + Send + 'static> Idle for T {
     }
 }
 
-/// A pool of idle connections keyed by `K`, reused last-in first-out, each idle one kept bare
-/// and watched for the peer's FIN (zero bytes), unexpected bytes or its deadline, any of which
-/// closes it at once. Cheap to clone (shared). Dropping the last clone closes every idle
-/// connection. See the [`client`](crate::client) module.
+/// A pool of idle connections keyed by `K`, reused last-in first-out, each idle one watched
+/// for the peer's FIN (zero bytes), unexpected bytes or its deadline, any of which closes it at
+/// once. Cheap to clone (shared). Dropping the last clone closes every idle connection. See
+/// the [`client`](crate::client) module.
 #[derive(Debug)]
 pub struct Pool<K, T> {
     shared: Arc<Shared<K, T>>,
@@ -309,16 +305,69 @@ impl<K, T> Clone for Pool<K, T> {
     }
 }
 
+/// Idle connections watched by one task.
+const GROUP: usize = 64;
+
 #[derive(Debug)]
 struct Shared<K, T> {
     config: PoolConfig,
     stats: ClientStats,
-    hosts: Mutex<HashMap<K, Host<T>>>,
+    state: Mutex<State<K, T>>,
+}
+
+/// Everything the pool holds, under one lock: a checkout or a return takes it once.
+#[derive(Debug)]
+struct State<K, T> {
+    /// Key to its place in `hosts` (hosts are never removed).
+    index: HashMap<K, usize>,
+    /// The last key looked up, and its place.
+    last: Option<(K, usize)>,
+    hosts: Vec<Host<T>>,
+    /// The idle connections, a dense table in groups of [`GROUP`], each group watched by one
+    /// task. A place is taken while its connection is idle and freed at checkout.
+    cells: Vec<Option<Cell<T>>>,
+    /// Free places of `cells`, the most recently freed last.
+    free: Vec<u32>,
+    groups: Vec<Group>,
+}
+
+/// An idle connection in its place.
+#[derive(Debug)]
+struct Cell<T> {
+    io: T,
+    meta: Meta,
+    /// Index of its host in [`State::hosts`].
+    host: u32,
+    /// When the current idle period ends, and why.
+    deadline: Instant,
+    reason: PoolCloseReason,
+    /// When to give the idle connection's spare memory back ([`Idle::park`]), if not yet.
+    park_at: Option<Instant>,
+}
+
+impl<T> Cell<T> {
+    /// The next time the group's task has something to do for it.
+    fn due(&self) -> Instant {
+        self.park_at
+            .map_or(self.deadline, |at| at.min(self.deadline))
+    }
+}
+
+/// One group's watcher.
+#[derive(Debug, Default)]
+struct Group {
+    /// The group task's waker, once it has run.
+    waker: Option<Waker>,
+    /// The instant its timer is set for (`None`: no timer, or it went off).
+    armed: Option<Instant>,
+    /// Its task was spawned.
+    started: bool,
 }
 
 #[derive(Debug)]
 struct Host<T> {
-    idle: Vec<Arc<Watch<T>>>,
+    /// Places in [`State::cells`], the most recently returned last.
+    idle: Vec<u32>,
     open: usize,
     waiters: VecDeque<oneshot::Sender<Handoff<T>>>,
 }
@@ -360,15 +409,7 @@ pub struct Slot {
 impl Slot {
     /// The history of the connection opened with this slot.
     pub fn into_history<T>(self) -> History<T> {
-        History {
-            meta: Meta {
-                created: self.created,
-                uses: 0,
-                close_by: None,
-                uses_left: None,
-            },
-            watch: None,
-        }
+        History::new(Meta::new(self.created))
     }
 }
 
@@ -390,6 +431,67 @@ fn lock<X>(mutex: &Mutex<X>) -> MutexGuard<'_, X> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+impl<K: Eq + Hash, T> State<K, T> {
+    /// The host's place, if it has one.
+    fn find_host(&self, key: &K) -> Option<usize> {
+        match &self.last {
+            Some((last, index)) if last == key => Some(*index),
+            _ => self.index.get(key).copied(),
+        }
+    }
+}
+
+impl<K: Eq + Hash + Clone, T> State<K, T> {
+    /// The host's place, created if missing; the key is cloned only then. The last key looked
+    /// up is compared first (a client usually talks to one host at a time), which spares
+    /// hashing it.
+    fn host_index(&mut self, key: &K) -> usize {
+        if let Some((last, index)) = &self.last {
+            if last == key {
+                return *index;
+            }
+        }
+        let index = match self.index.get(key) {
+            Some(&index) => index,
+            None => {
+                let index = self.hosts.len();
+                self.hosts.push(Host::default());
+                self.index.insert(key.clone(), index);
+                index
+            }
+        };
+        self.last = Some((key.clone(), index));
+        index
+    }
+
+    /// A free place in the table, growing it by a group when full.
+    fn free_place(&mut self) -> usize {
+        if let Some(place) = self.free.pop() {
+            return place as usize;
+        }
+        let start = self.cells.len();
+        self.cells.resize_with(start + GROUP, || None);
+        self.groups.push(Group::default());
+        // Lowest first.
+        self.free
+            .extend((start as u32 + 1..(start + GROUP) as u32).rev());
+        start
+    }
+
+    /// Takes the connection out of its place and its host's idle list.
+    fn evict(&mut self, place: usize) -> Option<Cell<T>> {
+        let cell = self.cells.get_mut(place)?.take()?;
+        self.free.push(place as u32);
+        if let Some(host) = self.hosts.get_mut(cell.host as usize) {
+            if let Some(at) = host.idle.iter().rposition(|&p| p as usize == place) {
+                host.idle.remove(at);
+            }
+            release_place(host);
+        }
+        Some(cell)
+    }
+}
+
 impl<K, T> Pool<K, T>
 where
     K: Eq + Hash + Clone + Send + 'static,
@@ -405,7 +507,14 @@ where
             shared: Arc::new(Shared {
                 config,
                 stats,
-                hosts: Mutex::new(HashMap::new()),
+                state: Mutex::new(State {
+                    index: HashMap::new(),
+                    last: None,
+                    hosts: Vec::new(),
+                    cells: Vec::new(),
+                    free: Vec::new(),
+                    groups: Vec::new(),
+                }),
             }),
         }
     }
@@ -417,8 +526,10 @@ where
 
     /// Idle connections for `key` now.
     pub fn idle_count(&self, key: &K) -> usize {
-        lock(&self.shared.hosts)
-            .get(key)
+        let state = lock(&self.shared.state);
+        state
+            .find_host(key)
+            .and_then(|i| state.hosts.get(i))
             .map_or(0, |host| host.idle.len())
     }
 
@@ -437,33 +548,52 @@ where
     }
 
     async fn checkout_inner(&self, key: &K, reuse_idle: bool) -> Result<Checkout<T>, WaitTimeout> {
+        let mut dead = Vec::new();
         let waiter = {
-            let mut hosts = lock(&self.shared.hosts);
-            let host = host_entry(&mut hosts, key);
+            let mut guard = lock(&self.shared.state);
+            let state = &mut *guard;
+            let h = state.host_index(key);
+            let mut found = None;
             // (A new slot leaves the idle connections where they are.)
-            while let Some(watch) = if reuse_idle { host.idle.pop() } else { None } {
-                let taken = lock(&watch.state).idle.take();
-                let Some((mut io, meta)) = taken else {
-                    // Its watcher closed it a moment ago and already gave back its place.
+            while let Some(place) = if reuse_idle {
+                state.hosts[h].idle.pop()
+            } else {
+                None
+            } {
+                let Some(cell) = state.cells.get_mut(place as usize).and_then(Option::take) else {
                     continue;
                 };
+                state.free.push(place);
+                let Cell { mut io, meta, .. } = cell;
                 // A FIN or bytes may have arrived since the watcher last ran (it runs only
-                // when scheduled): one look now, so a dead connection is never handed out.
+                // when scheduled): one look now, so a dead connection is never handed out;
+                // not needed when nothing has woken the connection since it was registered.
                 let mut cx = Context::from_waker(Waker::noop());
-                if let Poll::Ready(reason) = io.poll_idle(&mut cx) {
-                    watch.retire();
-                    release_place(host);
+                let looked = if io.quiet() {
+                    Poll::Pending
+                } else {
+                    io.poll_idle(&mut cx)
+                };
+                io.set_idle(false);
+                if let Poll::Ready(reason) = looked {
+                    release_place(&mut state.hosts[h]);
                     self.shared.stats.closed(reason);
                     tracing::debug!(reason = reason.name(), "pooled connection dead at checkout");
-                    drop(io);
+                    dead.push(io);
                     continue;
                 }
-                let history = History {
-                    meta,
-                    watch: Some(watch),
-                };
-                return Ok(Checkout::Reused(Pooled { io, history }));
+                found = Some(Pooled {
+                    io,
+                    history: History::new(meta),
+                });
+                break;
             }
+            if let Some(pooled) = found {
+                drop(guard);
+                drop(dead);
+                return Ok(Checkout::Reused(pooled));
+            }
+            let host = &mut state.hosts[h];
             match self.shared.config.max_per_key {
                 Some(max) if host.open >= max => {
                     let (tx, rx) = oneshot::channel();
@@ -472,13 +602,26 @@ where
                 }
                 _ => {
                     host.open += 1;
+                    drop(guard);
+                    drop(dead);
                     return Ok(Checkout::Open(Slot {
                         created: Instant::now(),
                     }));
                 }
             }
         };
-        let mut waiter = waiter;
+        drop(dead);
+        // The wait (with its timer) is boxed: the usual checkout, which never waits, then
+        // keeps a small future.
+        Box::pin(self.wait(key, waiter)).await
+    }
+
+    /// Waits at the per-key limit for a connection coming back or a place freed.
+    async fn wait(
+        &self,
+        key: &K,
+        mut waiter: oneshot::Receiver<Handoff<T>>,
+    ) -> Result<Checkout<T>, WaitTimeout> {
         match tokio::time::timeout(self.shared.config.wait_timeout, &mut waiter).await {
             Ok(Ok(Handoff::Conn(io, history))) => Ok(Checkout::Reused(Pooled { io, history })),
             Ok(Ok(Handoff::Open)) => Ok(Checkout::Open(Slot {
@@ -492,11 +635,7 @@ where
                     Ok(Handoff::Conn(io, history)) => {
                         self.park(key.clone(), io, history, Reuse::default(), false)
                     }
-                    Ok(Handoff::Open) => {
-                        if let Some(host) = lock(&self.shared.hosts).get_mut(key) {
-                            release_place(host);
-                        }
-                    }
+                    Ok(Handoff::Open) => self.release(key),
                     Err(_) => {}
                 }
                 Err(WaitTimeout)
@@ -514,30 +653,23 @@ where
     }
 
     /// Returns a connection after a use, with its [`History`] (from [`Pooled::into_parts`] or
-    /// [`Slot::into_history`]), so age, uses, the server's limits and its watcher carry over.
+    /// [`Slot::into_history`]), so age, uses and the server's limits carry over.
     pub fn put_back(&self, key: K, io: T, history: History<T>, reuse: Reuse) {
         self.park(key, io, history, reuse, true);
     }
 
     /// Returns a connection without history (counted as new, used once).
     pub fn put(&self, key: K, io: T, reuse: Reuse) {
-        let history = History {
-            meta: Meta {
-                created: Instant::now(),
-                uses: 0,
-                close_by: None,
-                uses_left: None,
-            },
-            watch: None,
-        };
+        let history = History::new(Meta::new(Instant::now()));
         self.park(key, io, history, reuse, true);
     }
 
-    /// Hands the connection to a waiter, or parks it idle under its watcher, or closes it.
-    fn park(&self, key: K, io: T, mut history: History<T>, reuse: Reuse, used: bool) {
+    /// Hands the connection to a waiter, or parks it idle in a place of the table, or closes
+    /// it.
+    fn park(&self, key: K, io: T, history: History<T>, reuse: Reuse, used: bool) {
         let config = &self.shared.config;
         let now = Instant::now();
-        let meta = &mut history.meta;
+        let mut meta = history.meta;
         if used {
             meta.uses = meta.uses.saturating_add(1);
         }
@@ -573,17 +705,19 @@ where
             None
         };
 
-        let mut hosts = lock(&self.shared.hosts);
-        let host = host_entry(&mut hosts, &key);
+        let mut guard = lock(&self.shared.state);
+        let state = &mut *guard;
+        let h = state.host_index(&key);
         if let Some(reason) = retire {
-            release_place(host);
-            drop(hosts);
+            release_place(&mut state.hosts[h]);
+            drop(guard);
             self.shared.stats.closed(reason);
+            drop(io);
             return;
         }
         // A waiter takes it directly, in order.
-        let mut conn = Some((io, history));
-        while let Some(waiter) = host.waiters.pop_front() {
+        let mut conn = Some((io, History::new(meta)));
+        while let Some(waiter) = state.hosts[h].waiters.pop_front() {
             let (io, history) = conn.take().unwrap_or_else(|| unreachable!());
             match waiter.send(Handoff::Conn(io, history)) {
                 Ok(()) => return,
@@ -591,76 +725,69 @@ where
                 Err(Handoff::Open) => unreachable!("only connections are sent here"),
             }
         }
-        let Some((mut io, mut history)) = conn else {
+        let Some((mut io, _)) = conn else {
             return;
         };
-        if host.idle.len() >= config.max_idle_per_key {
-            release_place(host);
-            drop(hosts);
+        if state.hosts[h].idle.len() >= config.max_idle_per_key {
+            release_place(&mut state.hosts[h]);
+            drop(guard);
             self.shared.stats.closed(PoolCloseReason::TooManyIdle);
+            drop(io);
             return;
         }
-        let (watch, first) = match history.watch.take() {
-            Some(watch) => (watch, false),
-            None => {
-                let watch = Arc::new(Watch {
-                    state: Mutex::new(WatchState {
-                        idle: None,
-                        park_at: None,
-                        deadline,
-                        reason,
-                        armed: None,
-                        waker: None,
-                        retired: false,
-                    }),
-                });
-                (watch, true)
+        let place = state.free_place();
+        let g = place / GROUP;
+        let group = &mut state.groups[g];
+        io.set_idle(true);
+        // Register the group's watcher for the socket's readability from here: the watcher
+        // need not run for it. A FIN (or anything) already there closes it now.
+        if let Some(waker) = group.waker.as_ref() {
+            if let Poll::Ready(reason) = io.poll_idle(&mut Context::from_waker(waker)) {
+                state.free.push(place as u32);
+                release_place(&mut state.hosts[h]);
+                drop(guard);
+                self.shared.stats.closed(reason);
+                drop(io);
+                return;
             }
+        }
+        let park_at = config
+            .park_after
+            .filter(|_| io.parks())
+            .map(|after| now + after);
+        let cell = Cell {
+            io,
+            meta,
+            host: h as u32,
+            deadline,
+            reason,
+            park_at,
         };
-        let meta = history.meta;
-        drop(history);
-        let wake = {
-            let mut state = lock(&watch.state);
-            // Register the watcher for the socket's readability from here: the watcher task
-            // need not run for it. A FIN (or anything) already there closes it now.
-            if let Some(waker) = state.waker.clone() {
-                if let Poll::Ready(reason) = io.poll_idle(&mut Context::from_waker(&waker)) {
-                    state.retired = true;
-                    let waker = state.waker.take();
-                    drop(state);
-                    release_place(host);
-                    drop(hosts);
-                    self.shared.stats.closed(reason);
-                    drop(io);
-                    if let Some(waker) = waker {
-                        waker.wake();
-                    }
-                    return;
-                }
-            }
-            state.idle = Some((io, meta));
-            state.deadline = deadline;
-            state.reason = reason;
-            let park_at = config
-                .park_after
-                .filter(|_| state.idle.as_ref().is_some_and(|(io, _)| io.parks()))
-                .map(|after| now + after);
-            state.park_at = park_at;
-            // The watcher's timer only needs moving when this deadline is earlier, or when it
-            // went off while the connection was in use (the watcher then left it alone).
-            let due = park_at.map_or(deadline, |at| at.min(deadline));
-            if state.armed.is_none_or(|armed| due < armed || armed <= now) {
-                state.waker.clone()
-            } else {
-                None
-            }
+        let due = cell.due();
+        state.cells[place] = Some(cell);
+        state.hosts[h].idle.push(place as u32);
+        // The group's timer only needs moving when this deadline is earlier, or when it went
+        // off (or was never set).
+        let spawn = !group.started;
+        group.started = true;
+        let wake = if spawn || group.armed.is_some_and(|armed| armed <= due) {
+            None
+        } else {
+            group.waker.clone()
         };
-        host.idle.push(watch.clone());
-        drop(hosts);
-        if first {
-            tokio::spawn(watch_connection(Arc::downgrade(&self.shared), key, watch));
+        drop(guard);
+        if spawn {
+            tokio::spawn(watch_group(Arc::downgrade(&self.shared), g));
         } else if let Some(waker) = wake {
             waker.wake();
+        }
+    }
+
+    /// Gives back the place of a connection of `key` that was never opened or is gone.
+    fn release(&self, key: &K) {
+        let mut state = lock(&self.shared.state);
+        if let Some(h) = state.find_host(key) {
+            release_place(&mut state.hosts[h]);
         }
     }
 }
@@ -670,25 +797,11 @@ impl<K: Eq + Hash, T> Pool<K, T> {
     /// it and gives its place to the next waiter.
     pub fn discard(&self, key: &K, reason: PoolCloseReason) {
         self.shared.stats.closed(reason);
-        let mut hosts = lock(&self.shared.hosts);
-        if let Some(host) = hosts.get_mut(key) {
-            release_place(host);
+        let mut state = lock(&self.shared.state);
+        if let Some(h) = state.find_host(key) {
+            release_place(&mut state.hosts[h]);
         }
     }
-}
-
-/// The host's entry, created if missing; the key is cloned only then (`entry` would clone it
-/// on every call, and a key may own a string).
-fn host_entry<'a, K: Eq + Hash + Clone, T>(
-    hosts: &'a mut HashMap<K, Host<T>>,
-    key: &K,
-) -> &'a mut Host<T> {
-    if !hosts.contains_key(key) {
-        hosts.insert(key.clone(), Host::default());
-    }
-    hosts
-        .get_mut(key)
-        .unwrap_or_else(|| unreachable!("inserted above"))
 }
 
 /// A connection of the host closed: one more may be opened, by the first waiter if any.
@@ -701,104 +814,142 @@ fn release_place<T>(host: &mut Host<T>) {
     host.open = host.open.saturating_sub(1);
 }
 
-/// Watches one connection for its whole life: while it is idle, for the server's FIN,
-/// unexpected bytes or its deadline (then it evicts and closes it); while it is in use it just
-/// sleeps. Ends when the connection is retired (closed by its user, or by the pool).
-async fn watch_connection<K, T>(pool: Weak<Shared<K, T>>, key: K, watch: Arc<Watch<T>>)
+/// Watches one group of the table's places: each idle connection there for the server's FIN,
+/// unexpected bytes or its deadline (then it evicts and closes it), and parks the ones idle
+/// for [`PoolConfig::park_after`]. Runs only when a socket of the group or its timer fires, or
+/// a return brings an earlier deadline. Ends with the pool.
+async fn watch_group<K, T>(pool: Weak<Shared<K, T>>, g: usize)
 where
-    K: Eq + Hash,
+    K: Eq + Hash + Clone,
     T: Idle,
 {
     let mut timer = std::pin::pin!(tokio::time::sleep_until(Instant::now()));
-    let reason = poll_fn(|cx| {
-        let mut state = lock(&watch.state);
-        if state.retired {
-            return Poll::Ready(None);
-        }
-        if !state
+    poll_fn(|cx| {
+        let Some(shared) = pool.upgrade() else {
+            return Poll::Ready(());
+        };
+        let mut closing: Vec<(T, PoolCloseReason)> = Vec::new();
+        let mut guard = lock(&shared.state);
+        let state = &mut *guard;
+        let Some(group) = state.groups.get_mut(g) else {
+            return Poll::Ready(());
+        };
+        if !group
             .waker
             .as_ref()
             .is_some_and(|w| w.will_wake(cx.waker()))
         {
-            state.waker = Some(cx.waker().clone());
+            group.waker = Some(cx.waker().clone());
         }
-        let state = &mut *state;
-        let Some((io, _)) = state.idle.as_mut() else {
-            // In use: nothing to watch until it comes back (the return wakes us if needed).
-            return Poll::Pending;
-        };
-        if let Poll::Ready(reason) = io.poll_idle(cx) {
-            return Poll::Ready(Some(reason));
-        }
+        let places = g * GROUP..(g + 1) * GROUP;
+        let mut fired = false;
         loop {
-            // The timer serves the park deadline first, then the close deadline.
-            let due = match state.park_at {
-                Some(park_at) if park_at < state.deadline => park_at,
-                _ => state.deadline,
-            };
-            match state.armed {
-                Some(armed) if armed <= due => {}
-                _ => {
-                    timer.as_mut().reset(due);
-                    state.armed = Some(due);
-                }
-            }
-            match timer.as_mut().poll(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(()) => {
-                    state.armed = None;
-                    let now = Instant::now();
-                    if state.park_at.is_some_and(|at| now >= at) {
-                        state.park_at = None;
-                        let Some((io, _)) = state.idle.as_mut() else {
-                            return Poll::Pending;
-                        };
-                        if let Err(reason) = io.park() {
-                            return Poll::Ready(Some(reason));
-                        }
+            let now = Instant::now();
+            let mut next: Option<Instant> = None;
+            for place in places.clone() {
+                let Some(Some(cell)) = state.cells.get_mut(place) else {
+                    continue;
+                };
+                let mut close = match cell.io.poll_idle(cx) {
+                    Poll::Ready(reason) => Some(reason),
+                    Poll::Pending if now >= cell.deadline => Some(cell.reason),
+                    Poll::Pending => None,
+                };
+                if close.is_none() && cell.park_at.is_some_and(|at| now >= at) {
+                    cell.park_at = None;
+                    close = match cell.io.park() {
                         // Watch what is left (the bare connection).
-                        if let Poll::Ready(reason) = io.poll_idle(cx) {
-                            return Poll::Ready(Some(reason));
+                        Ok(()) => match cell.io.poll_idle(cx) {
+                            Poll::Ready(reason) => Some(reason),
+                            Poll::Pending => None,
+                        },
+                        Err(reason) => Some(reason),
+                    };
+                }
+                match close {
+                    Some(reason) => {
+                        if let Some(cell) = state.evict(place) {
+                            closing.push((cell.io, reason));
                         }
                     }
-                    if now >= state.deadline {
-                        return Poll::Ready(Some(state.reason));
+                    None => {
+                        let due = cell.due();
+                        next = Some(next.map_or(due, |n| n.min(due)));
                     }
-                    // Fired for an earlier idle period: move on to this one's deadlines.
                 }
             }
+            let group = &mut state.groups[g];
+            let Some(due) = next else {
+                // No idle connection here now. Under load a returned connection is taken again
+                // within microseconds, so a wake-up per return would mostly find nothing: the
+                // timer stays set (a park delay ahead if it is not), and a return due later
+                // needs no wake-up. Once it goes off with nothing to watch, the task sleeps
+                // until a return wakes it.
+                if fired {
+                    group.armed = None;
+                    break;
+                }
+                if group.armed.is_some_and(|armed| armed > now) {
+                    break;
+                }
+                let quiet = shared
+                    .config
+                    .park_after
+                    .map_or(shared.config.idle_timeout, |after| {
+                        after.min(shared.config.idle_timeout)
+                    });
+                timer.as_mut().reset(now + quiet);
+                group.armed = Some(now + quiet);
+                if timer.as_mut().poll(cx).is_pending() {
+                    break;
+                }
+                group.armed = None;
+                break;
+            };
+            if group.armed != Some(due) {
+                timer.as_mut().reset(due);
+                group.armed = Some(due);
+            }
+            if timer.as_mut().poll(cx).is_pending() {
+                break;
+            }
+            // It went off: look again.
+            group.armed = None;
+            fired = true;
         }
+        drop(guard);
+        for (io, reason) in closing {
+            tracing::debug!(reason = reason.name(), "closing idle pooled connection");
+            shared.stats.closed(reason);
+            drop(io);
+        }
+        Poll::Pending
     })
     .await;
-    let Some(reason) = reason else { return };
-    let Some(shared) = pool.upgrade() else { return };
-    let mut hosts = lock(&shared.hosts);
-    let taken = {
-        let mut state = lock(&watch.state);
-        state.retired = true;
-        state.idle.take()
-    };
-    // Only if a checkout has not taken it in the meantime.
-    if let Some((io, _)) = taken {
-        if let Some(host) = hosts.get_mut(&key) {
-            host.idle.retain(|other| !Arc::ptr_eq(other, &watch));
-            release_place(host);
-        }
-        drop(hosts);
-        tracing::debug!(reason = reason.name(), "closing idle pooled connection");
-        shared.stats.closed(reason);
-        drop(io);
-    }
 }
 
 impl<K, T> Drop for Shared<K, T> {
-    /// Closes every idle connection (the client's FIN comes first) and ends their watchers.
+    /// Closes every idle connection (the client's FIN comes first) and ends the watchers.
     fn drop(&mut self) {
-        let hosts = std::mem::take(&mut *lock(&self.hosts));
-        for host in hosts.into_values() {
-            for watch in host.idle {
-                watch.retire();
-            }
+        let state = std::mem::replace(
+            &mut *lock(&self.state),
+            State {
+                index: HashMap::new(),
+                last: None,
+                hosts: Vec::new(),
+                cells: Vec::new(),
+                free: Vec::new(),
+                groups: Vec::new(),
+            },
+        );
+        let wakers: Vec<Waker> = state
+            .groups
+            .iter()
+            .filter_map(|g| g.waker.clone())
+            .collect();
+        drop(state);
+        for waker in wakers {
+            waker.wake();
         }
     }
 }

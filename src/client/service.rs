@@ -57,6 +57,9 @@ pub struct PoolKey {
     https: bool,
     authority: http::uri::Authority,
     port: u16,
+    /// Where the host is in the authority, found once (`Authority::host` scans the string on
+    /// every call, and keys are compared on every checkout and return).
+    host: std::ops::Range<usize>,
     /// FNV-1a of the lowercase host, computed once: hashing and comparing keys on every
     /// checkout then costs no scan of the string.
     host_hash: u64,
@@ -71,9 +74,29 @@ impl PoolKey {
             _ => return None,
         };
         let authority = uri.authority()?.clone();
-        let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
-        let host_hash = authority
-            .host()
+        // One pass over the authority (`[userinfo@]host[:port]`, already validated by `http`)
+        // for both the host and the port.
+        let whole = authority.as_str();
+        let host_port = whole
+            .rsplit_once('@')
+            .map_or(whole, |(_, host_port)| host_port);
+        let (host_str, port_str) = if host_port.starts_with('[') {
+            match host_port.find(']') {
+                Some(end) => (&host_port[..=end], host_port[end + 1..].strip_prefix(':')),
+                None => (host_port, None),
+            }
+        } else {
+            match host_port.rsplit_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (host_port, None),
+            }
+        };
+        let port = port_str
+            .and_then(|port| port.parse::<u16>().ok())
+            .unwrap_or(if https { 443 } else { 80 });
+        let start = whole.len() - host_port.len();
+        let host = start..start + host_str.len();
+        let host_hash = host_str
             .bytes()
             .fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| {
                 (hash ^ u64::from(byte.to_ascii_lowercase())).wrapping_mul(0x0100_0000_01b3)
@@ -82,12 +105,17 @@ impl PoolKey {
             https,
             authority,
             port,
+            host,
             host_hash,
         })
     }
 
-    fn host(&self) -> &str {
-        self.authority.host()
+    fn host(&self) -> &[u8] {
+        self.authority
+            .as_str()
+            .as_bytes()
+            .get(self.host.clone())
+            .unwrap_or_default()
     }
 }
 
@@ -96,7 +124,7 @@ impl PartialEq for PoolKey {
         self.https == other.https
             && self.port == other.port
             && self.host_hash == other.host_hash
-            && self.host().eq_ignore_ascii_case(other.host())
+            && (self.host() == other.host() || self.host().eq_ignore_ascii_case(other.host()))
     }
 }
 
@@ -214,7 +242,12 @@ where
         B::Error: Into<BoxError>,
     {
         let span = request_span(&request);
-        send(self.inner.clone(), request).instrument(span).await
+        if span.is_disabled() {
+            // Nobody listens: no span to enter and leave at every poll.
+            send(self.inner.clone(), request).await
+        } else {
+            send(self.inner.clone(), request).instrument(span).await
+        }
     }
 }
 
@@ -235,7 +268,11 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let span = request_span(&request);
-        Box::pin(send(self.inner.clone(), request).instrument(span))
+        if span.is_disabled() {
+            Box::pin(send(self.inner.clone(), request))
+        } else {
+            Box::pin(send(self.inner.clone(), request).instrument(span))
+        }
     }
 }
 
@@ -271,18 +308,6 @@ where
     let key = PoolKey::of(&uri).ok_or_else(|| Error::kind_only(ErrorKind::InvalidUri))?;
     let (mut parts, body) = request.into_parts();
     parts.uri = origin_form(&uri);
-    if !parts.headers.contains_key(HOST) {
-        if let Some(authority) = uri.authority() {
-            if let Ok(value) = HeaderValue::from_str(authority.as_str()) {
-                parts.headers.insert(HOST, value);
-            }
-        }
-    }
-    if parts.version == Version::HTTP_10 && !connection_has(&parts.headers, "keep-alive") {
-        parts
-            .headers
-            .append(CONNECTION, HeaderValue::from_static("keep-alive"));
-    }
     let asked_close = connection_has(&parts.headers, "close");
 
     // Make the body replayable when a retry could be allowed.
@@ -311,6 +336,8 @@ where
         (Some(RequestBody::Streaming { body }), None)
     };
 
+    let mut head = Some(parts);
+    let mut retry_head = None;
     for attempt in 0..2 {
         let body = match (first_body.take(), &replay) {
             (Some(body), _) => body,
@@ -319,13 +346,6 @@ where
             },
             (None, None) => unreachable!("a streaming body is sent once"),
         };
-        let mut request = Request::new(body);
-        *request.method_mut() = parts.method.clone();
-        *request.uri_mut() = parts.uri.clone();
-        *request.version_mut() = parts.version;
-        *request.headers_mut() = parts.headers.clone();
-        *request.extensions_mut() = parts.extensions.clone();
-
         // A retry goes to a new connection: others pooled may be as stale as the first.
         let checkout = if attempt == 0 {
             inner.pool.checkout_or_slot(&key).await
@@ -340,10 +360,12 @@ where
                 }
                 Checkout::Open(slot) => {
                     let mut connector = inner.connector.clone();
-                    let connected = async {
+                    // Boxed: the usual request, on a pooled connection, then keeps a small
+                    // future.
+                    let connected = Box::pin(async {
                         poll_fn(|cx| connector.poll_ready(cx)).await?;
                         connector.call(uri.clone()).await
-                    }
+                    })
                     .await;
                     match connected {
                         Ok(io) => {
@@ -357,6 +379,29 @@ where
                     }
                 }
             };
+        // The first attempt sends the caller's head itself (its header map, with room to
+        // spare, is the one hyper then reuses for the response's headers); a copy is kept
+        // only when a retry could follow: a reused connection and a replayable request.
+        let request = match head.take() {
+            Some(mut parts) => {
+                // (Copied before the client's own headers are added: a request with no
+                // headers of its own is copied without an allocation.)
+                if reused && why_not.is_none() {
+                    retry_head = Some(RetryHead::of(&parts));
+                }
+                add_headers(&mut parts.headers, parts.version, &uri);
+                Request::from_parts(parts, body)
+            }
+            None => match retry_head.take() {
+                Some(copy) => {
+                    let mut request = copy.into_request(body);
+                    let version = request.version();
+                    add_headers(request.headers_mut(), version, &uri);
+                    request
+                }
+                None => unreachable!("a retry follows a kept copy"),
+            },
+        };
         inner.stats.request(reused);
         match send_on(
             &inner,
@@ -386,6 +431,52 @@ where
         }
     }
     unreachable!("the second attempt always returns")
+}
+
+/// The headers the client adds to a request: `Host` (when missing) and, on an HTTP/1.0
+/// request, `Connection: keep-alive`.
+fn add_headers(headers: &mut http::HeaderMap, version: Version, uri: &Uri) {
+    if !headers.contains_key(HOST) {
+        if let Some(authority) = uri.authority() {
+            if let Ok(value) = HeaderValue::from_str(authority.as_str()) {
+                headers.insert(HOST, value);
+            }
+        }
+    }
+    if version == Version::HTTP_10 && !connection_has(headers, "keep-alive") {
+        headers.append(CONNECTION, HeaderValue::from_static("keep-alive"));
+    }
+}
+
+/// A copy of a request's head for a retry.
+struct RetryHead {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    headers: http::HeaderMap,
+    extensions: http::Extensions,
+}
+
+impl RetryHead {
+    fn of(parts: &http::request::Parts) -> Self {
+        RetryHead {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            version: parts.version,
+            headers: parts.headers.clone(),
+            extensions: parts.extensions.clone(),
+        }
+    }
+
+    fn into_request<B>(self, body: B) -> Request<B> {
+        let mut request = Request::new(body);
+        *request.method_mut() = self.method;
+        *request.uri_mut() = self.uri;
+        *request.version_mut() = self.version;
+        *request.headers_mut() = self.headers;
+        *request.extensions_mut() = self.extensions;
+        request
+    }
 }
 
 /// A failed attempt; `stale` when no response byte had arrived.
@@ -422,6 +513,8 @@ where
     B::Error: Into<BoxError>,
 {
     let head_request = request.method() == Method::HEAD;
+    // A hyper state built just now takes its first request without being polled.
+    let fresh = matches!(conn, ClientConn::Bare(_));
     let hot = match conn {
         ClientConn::Hot(hot) => hot,
         ClientConn::Bare(io) => {
@@ -430,8 +523,9 @@ where
                 inner: io,
                 read: read.clone(),
             });
-            match hyper::client::conn::http1::handshake::<_, ReqBody>(io).await {
-                Ok((tx, conn)) => Box::new(Hot { tx, conn, read }),
+            // Boxed, like the connect: the usual request reuses hyper's state.
+            match Box::pin(hyper::client::conn::http1::handshake::<_, ReqBody>(io)).await {
+                Ok((tx, conn)) => Box::new(Hot::new(tx, conn, read)),
                 Err(error) => {
                     inner.pool.discard(&key, PoolCloseReason::Error);
                     return Err(Failure {
@@ -455,21 +549,30 @@ where
         honour_server: inner.config.honour_server_keep_alive,
         ended: false,
     };
-    // A kept hyper state must be ready for the next request (it is, once it has seen the
-    // previous response through; a dead connection says so here: an error, or its end, after
-    // which it would never become ready).
-    let ready = poll_fn(|cx| {
-        let Some(hot) = driver.hot.as_mut() else {
-            return Poll::Pending;
-        };
-        match hot.conn.poll_without_shutdown(cx) {
-            Poll::Ready(Err(error)) => return Poll::Ready(Err(BoxError::from(error))),
-            Poll::Ready(Ok(())) => return Poll::Ready(Err(BoxError::from(ClosedBeforeResponse))),
-            Poll::Pending => {}
-        }
-        hot.tx.poll_ready(cx).map_err(BoxError::from)
-    })
-    .await;
+    // A kept hyper state must be ready for the next request. It says so without being polled
+    // once it has seen the previous response through (the pool polled it then, and the
+    // checkout looked at it): polling it again here would cost a pass of hyper's dispatcher
+    // and register this task where the request is about to be sent (a wake-up of its own).
+    // Otherwise it is driven until ready; a dead connection says so here: an error, or its
+    // end, after which it would never become ready.
+    let ready = if fresh || driver.hot.as_ref().is_some_and(|hot| hot.tx.is_ready()) {
+        Ok(())
+    } else {
+        poll_fn(|cx| {
+            let Some(hot) = driver.hot.as_mut() else {
+                return Poll::Pending;
+            };
+            match hot.conn.poll_without_shutdown(cx) {
+                Poll::Ready(Err(error)) => return Poll::Ready(Err(BoxError::from(error))),
+                Poll::Ready(Ok(())) => {
+                    return Poll::Ready(Err(BoxError::from(ClosedBeforeResponse)))
+                }
+                Poll::Pending => {}
+            }
+            hot.tx.poll_ready(cx).map_err(BoxError::from)
+        })
+        .await
+    };
     if let Err(error) = ready {
         let stale = read.load(Ordering::Relaxed) == read_before;
         driver.close_with(if stale && reused {
@@ -486,24 +589,40 @@ where
     let mut response_future = std::pin::pin!(hot.tx.send_request(request));
     // The connection first (it writes the request, reads the response and hands it to the
     // response future), then the response future in the same poll: no extra wake-up.
+    //
+    // hyper answers only while this task drives the connection, so the response future is
+    // polled without registering the task: its answer would otherwise wake the task while it
+    // runs, and poll everything again for nothing. For the same reason, once the request is
+    // written, a wake-up (the response arriving) first drives the connection without
+    // registering the task: hyper then hands the body over to a sender that would wake this
+    // task again when the body is read. Only if the response is not complete is it driven
+    // again with the task's waker, so that the task waits on what hyper waits on.
+    let mut written = false;
     let result = poll_fn(|cx| {
-        let mut failed = None;
-        if let Some(hot) = driver.hot.as_mut() {
-            match hot.conn.poll_without_shutdown(cx) {
-                Poll::Ready(Err(error)) => failed = Some(BoxError::from(error)),
-                // Ended cleanly with the request unanswered: nothing will wake us again.
-                Poll::Ready(Ok(())) => failed = Some(BoxError::from(ClosedBeforeResponse)),
-                Poll::Pending => {}
+        let mut noop = Context::from_waker(std::task::Waker::noop());
+        let passes = if written { 2 } else { 1 };
+        written = true;
+        for pass in (0..passes).rev() {
+            let conn_cx = if pass == 1 { &mut noop } else { &mut *cx };
+            let mut failed = None;
+            if let Some(hot) = driver.hot.as_mut() {
+                match hot.conn.poll_without_shutdown(conn_cx) {
+                    Poll::Ready(Err(error)) => failed = Some(BoxError::from(error)),
+                    // Ended cleanly with the request unanswered: nothing will wake us again.
+                    Poll::Ready(Ok(())) => failed = Some(BoxError::from(ClosedBeforeResponse)),
+                    Poll::Pending => {}
+                }
+            }
+            let mut noop = Context::from_waker(std::task::Waker::noop());
+            if let Poll::Ready(result) = response_future.as_mut().poll(&mut noop) {
+                // After a connection failure it reports the same failure.
+                return Poll::Ready(result.map_err(BoxError::from));
+            }
+            if let Some(error) = failed {
+                return Poll::Ready(Err(error));
             }
         }
-        if let Poll::Ready(result) = response_future.as_mut().poll(cx) {
-            // After a connection failure it reports the same failure.
-            return Poll::Ready(result.map_err(BoxError::from));
-        }
-        match failed {
-            Some(error) => Poll::Ready(Err(error)),
-            None => Poll::Pending,
-        }
+        Poll::Pending
     })
     .await;
     let response = match result {
@@ -568,6 +687,14 @@ mod tests {
         assert_ne!(key("http://example.com/"), key("https://example.com/"));
         assert_ne!(key("http://example.com/"), key("http://example.com:8080/"));
         assert_eq!(key("https://example.com/"), key("https://example.com:443/"));
+        assert_eq!(
+            key("http://user@example.com:80/"),
+            key("http://example.com/")
+        );
+        assert_eq!(key("http://[::1]/"), key("http://[::1]:80/"));
+        assert_ne!(key("http://[::1]:8080/"), key("http://[::1]/"));
+        let v6 = key("http://u:p@[::1]:8080/").unwrap();
+        assert_eq!((v6.host(), v6.port), (&b"[::1]"[..], 8080));
         assert!(key("/relative").is_none());
         assert!(key("ftp://example.com/").is_none());
     }
