@@ -19,6 +19,8 @@
 //! | `keepalive_client_connections_closed_total` | counter | `reason` ([`PoolCloseReason::name`](crate::client::PoolCloseReason::name)) |
 //! | `keepalive_client_requests_total` | counter | `reused` (`true` or `false`) |
 //! | `keepalive_client_retries_total` | counter | |
+//! | `keepalive_client_connections_open` | gauge | |
+//! | `keepalive_client_connections_idle` | gauge | |
 
 use metrics::{counter, gauge};
 
@@ -56,6 +58,7 @@ pub(crate) fn server_event(name: &'static str) {
 
 pub(crate) fn client_opened() {
     counter!("keepalive_client_connections_opened_total").increment(1);
+    gauge!("keepalive_client_connections_open").increment(1.0);
 }
 
 pub(crate) fn client_request(reused: bool) {
@@ -67,6 +70,13 @@ pub(crate) fn client_retry() {
     counter!("keepalive_client_retries_total").increment(1);
 }
 
-pub(crate) fn client_closed(reason: &'static str) {
+pub(crate) fn client_closed(reason: &'static str, was_open: bool) {
     counter!("keepalive_client_connections_closed_total", "reason" => reason).increment(1);
+    if was_open {
+        gauge!("keepalive_client_connections_open").decrement(1.0);
+    }
+}
+
+pub(crate) fn client_idle(delta: f64) {
+    gauge!("keepalive_client_connections_idle").increment(delta);
 }

@@ -261,10 +261,18 @@ async fn dropping_the_client_closes_idle_connections_with_its_fin_first() {
         client.idle_connections(&uri) == 5
     })
     .await;
-    assert_eq!(client.stats().snapshot().opened, 5);
+    let stats = client.stats().snapshot();
+    assert_eq!(stats.opened, 5);
+    assert_eq!(
+        (stats.open, stats.idle),
+        (5, 5),
+        "gauges: {}",
+        stats.to_json()
+    );
     assert_eq!(server.server_side().established(), 5);
 
     let other = client.clone();
+    let counters = client.stats().clone();
     drop(client);
     assert_eq!(
         other.idle_connections(&uri),
@@ -272,6 +280,14 @@ async fn dropping_the_client_closes_idle_connections_with_its_fin_first() {
         "a clone keeps the pool alive"
     );
     drop(other);
+    let stats = counters.snapshot();
+    assert_eq!(
+        (stats.open, stats.idle),
+        (0, 0),
+        "gauges: {}",
+        stats.to_json()
+    );
+    assert_eq!(stats.closed(PoolCloseReason::Dropped), 5);
 
     wait_until("the server sees five client FINs", SOON, || {
         server.stats.snapshot().closed(CloseReason::PeerFin) == 5
@@ -335,6 +351,7 @@ async fn a_refused_connect_is_a_connect_error_and_gives_its_place_back() {
         assert_eq!(error.kind(), &ErrorKind::Connect, "{error}");
         let stats = client.stats().snapshot();
         assert_eq!(stats.opened, 0, "{}", stats.to_json());
+        assert_eq!(stats.open, 0, "a failed connect is never open");
         assert_eq!(
             stats.closed(PoolCloseReason::Error),
             attempt,

@@ -111,4 +111,26 @@ async fn server_and_client_counters_reach_the_recorder() {
         server.stats.snapshot().active as f64,
         gauge("keepalive_server_connections_active")
     );
+    assert_eq!(gauge("keepalive_client_connections_open"), 1.0);
+    assert_eq!(gauge("keepalive_client_connections_idle"), 1.0);
+
+    // Dropping the client closes its idle connection: both client gauges go back to zero.
+    let client_stats = client.stats().clone();
+    drop(client);
+    let after = client_stats.snapshot();
+    assert_eq!((after.open, after.idle), (0, 0), "{}", after.to_json());
+    // The debugging recorder hands out each gauge's change since its last snapshot.
+    let metrics = snapshot(&snapshotter);
+    let gauge = |name| value(&metrics, MetricKind::Gauge, name, &[]);
+    assert_eq!(gauge("keepalive_client_connections_open"), -1.0);
+    assert_eq!(gauge("keepalive_client_connections_idle"), -1.0);
+    assert_eq!(
+        value(
+            &metrics,
+            MetricKind::Counter,
+            "keepalive_client_connections_closed_total",
+            &[("reason", "dropped")]
+        ),
+        1.0
+    );
 }

@@ -354,6 +354,12 @@ async fn client_pools_tls_connections_and_evicts_them_when_the_server_closes() {
         "{}",
         stats.to_json()
     );
+    assert_eq!(
+        (stats.open, stats.idle),
+        (0, 0),
+        "gauges: {}",
+        stats.to_json()
+    );
     #[cfg(target_os = "linux")]
     wait_until("no CLOSE_WAIT on the client", SOON, || {
         server.client_side().close_wait() == 0

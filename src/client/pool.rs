@@ -564,6 +564,7 @@ where
                     continue;
                 };
                 state.free.push(place);
+                self.shared.stats.idle_changed(false, 1);
                 let Cell { mut io, meta, .. } = cell;
                 // A FIN or bytes may have arrived since the watcher last ran (it runs only
                 // when scheduled): one look now, so a dead connection is never handed out;
@@ -766,6 +767,7 @@ where
         let due = cell.due();
         state.cells[place] = Some(cell);
         state.hosts[h].idle.push(place as u32);
+        self.shared.stats.idle_changed(true, 1);
         // The group's timer only needs moving when this deadline is earlier, or when it went
         // off (or was never set).
         let spawn = !group.started;
@@ -793,6 +795,16 @@ where
 }
 
 impl<K: Eq + Hash, T> Pool<K, T> {
+    /// A connect for `key` failed: counted as closed by error, and its place goes to the
+    /// next waiter.
+    pub(crate) fn discard_unopened(&self, key: &K) {
+        self.shared.stats.connect_failed();
+        let mut state = lock(&self.shared.state);
+        if let Some(h) = state.find_host(key) {
+            release_place(&mut state.hosts[h]);
+        }
+    }
+
     /// A connection of `key` closed instead of coming back (error, server said close): counts
     /// it and gives its place to the next waiter.
     pub fn discard(&self, key: &K, reason: PoolCloseReason) {
@@ -869,6 +881,7 @@ where
                 match close {
                     Some(reason) => {
                         if let Some(cell) = state.evict(place) {
+                            shared.stats.idle_changed(false, 1);
                             closing.push((cell.io, reason));
                         }
                     }
@@ -947,7 +960,12 @@ impl<K, T> Drop for Shared<K, T> {
             .iter()
             .filter_map(|g| g.waker.clone())
             .collect();
+        let idle = state.cells.iter().filter(|cell| cell.is_some()).count() as u64;
         drop(state);
+        for _ in 0..idle {
+            self.stats.closed(PoolCloseReason::Dropped);
+        }
+        self.stats.idle_changed(false, idle);
         for waker in wakers {
             waker.wake();
         }

@@ -373,7 +373,7 @@ where
                             (ClientConn::Bare(io), slot.into_history(), false)
                         }
                         Err(error) => {
-                            inner.pool.discard(&key, PoolCloseReason::Error);
+                            inner.pool.discard_unopened(&key);
                             return Err(Error::new(ErrorKind::Connect, error));
                         }
                     }

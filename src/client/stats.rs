@@ -30,13 +30,15 @@ pub enum PoolCloseReason {
     /// A reused connection failed before any response byte: the server had closed it while it
     /// was idle (the request is retried when it may be).
     Stale,
-    /// An I/O or protocol error.
+    /// An I/O or protocol error (a failed connect counts here too).
     Error,
+    /// Idle in the pool when the client (its last clone) was dropped.
+    Dropped,
 }
 
 impl PoolCloseReason {
     /// Every reason, in a fixed order.
-    pub const ALL: [PoolCloseReason; 12] = [
+    pub const ALL: [PoolCloseReason; 13] = [
         PoolCloseReason::IdleTimeout,
         PoolCloseReason::ServerTimeout,
         PoolCloseReason::ServerFin,
@@ -49,6 +51,7 @@ impl PoolCloseReason {
         PoolCloseReason::Canceled,
         PoolCloseReason::Stale,
         PoolCloseReason::Error,
+        PoolCloseReason::Dropped,
     ];
 
     /// A short snake_case name.
@@ -66,6 +69,7 @@ impl PoolCloseReason {
             PoolCloseReason::Canceled => "canceled",
             PoolCloseReason::Stale => "stale",
             PoolCloseReason::Error => "error",
+            PoolCloseReason::Dropped => "dropped",
         }
     }
 }
@@ -89,6 +93,8 @@ struct Counters {
     reused: AtomicU64,
     retries: AtomicU64,
     closed: [AtomicU64; PoolCloseReason::ALL.len()],
+    open: AtomicU64,
+    idle: AtomicU64,
 }
 
 /// A copy of the client's counters; see [`ClientStats::snapshot`].
@@ -105,6 +111,10 @@ pub struct ClientStatsSnapshot {
     pub retries: u64,
     /// Connections closed, by reason, in the order of [`PoolCloseReason::ALL`].
     pub closed: [u64; PoolCloseReason::ALL.len()],
+    /// Connections the client opened and has not closed yet (a gauge: in use or idle).
+    pub open: u64,
+    /// Connections idle in the pool (a gauge).
+    pub idle: u64,
 }
 
 impl ClientStatsSnapshot {
@@ -121,8 +131,8 @@ impl ClientStatsSnapshot {
     /// The counters as one line of JSON.
     pub fn to_json(&self) -> String {
         let mut json = format!(
-            "{{\"opened\":{},\"requests\":{},\"reused\":{},\"retries\":{},\"closed\":{{",
-            self.opened, self.requests, self.reused, self.retries
+            "{{\"opened\":{},\"requests\":{},\"reused\":{},\"retries\":{},\"open\":{},\"idle\":{},\"closed\":{{",
+            self.opened, self.requests, self.reused, self.retries, self.open, self.idle
         );
         for (i, reason) in PoolCloseReason::ALL.iter().enumerate() {
             if i > 0 {
@@ -145,11 +155,14 @@ impl ClientStats {
             reused: c.reused.load(Relaxed),
             retries: c.retries.load(Relaxed),
             closed: std::array::from_fn(|i| c.closed[i].load(Relaxed)),
+            open: c.open.load(Relaxed),
+            idle: c.idle.load(Relaxed),
         }
     }
 
     pub(crate) fn opened(&self) {
         self.inner.opened.fetch_add(1, Relaxed);
+        self.inner.open.fetch_add(1, Relaxed);
         #[cfg(feature = "metrics")]
         crate::export::client_opened();
     }
@@ -169,9 +182,44 @@ impl ClientStats {
         crate::export::client_retry();
     }
 
+    /// A connection the client had opened was closed.
     pub(crate) fn closed(&self, reason: PoolCloseReason) {
         self.inner.closed[reason as usize].fetch_add(1, Relaxed);
+        // Saturating: a pool used on its own (not through the client) counts closes of
+        // connections its user opened.
+        let was_open = self
+            .inner
+            .open
+            .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
+            .is_ok();
         #[cfg(feature = "metrics")]
-        crate::export::client_closed(reason.name());
+        crate::export::client_closed(reason.name(), was_open);
+        #[cfg(not(feature = "metrics"))]
+        let _ = was_open;
+    }
+
+    /// A connect failed: counted as closed by error, with nothing to take from the open gauge.
+    pub(crate) fn connect_failed(&self) {
+        let reason = PoolCloseReason::Error;
+        self.inner.closed[reason as usize].fetch_add(1, Relaxed);
+        #[cfg(feature = "metrics")]
+        crate::export::client_closed(reason.name(), false);
+    }
+
+    /// Connections went into the pool's idle set (`added`) or left it.
+    pub(crate) fn idle_changed(&self, added: bool, count: u64) {
+        if count == 0 {
+            return;
+        }
+        if added {
+            self.inner.idle.fetch_add(count, Relaxed);
+        } else {
+            let _ = self
+                .inner
+                .idle
+                .fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(count)));
+        }
+        #[cfg(feature = "metrics")]
+        crate::export::client_idle(if added { count as f64 } else { -(count as f64) });
     }
 }
