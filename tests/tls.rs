@@ -25,6 +25,30 @@ use tokio_rustls::rustls::pki_types::ServerName;
 const PARK_AFTER: Duration = Duration::from_millis(30);
 const IDLE_GAP: Duration = Duration::from_millis(300);
 
+/// One connection closed, its TIME_WAIT on the client's side only (Linux: /proc or netlink).
+#[cfg(target_os = "linux")]
+fn time_wait_is_the_clients(server: &TestServer) {
+    assert_eq!(
+        server.server_side().time_wait(),
+        0,
+        "TIME_WAIT is not the server's"
+    );
+    assert_eq!(
+        server.client_side().time_wait(),
+        1,
+        "TIME_WAIT is the client's"
+    );
+}
+
+/// Reads to the end of a TLS stream and expects a clean end (the server's close_notify) with no
+/// bytes before it.
+async fn expect_tls_end(stream: &mut TlsStream<TcpStream>, what: &str) {
+    let mut rest = Vec::new();
+    let result = within(what, stream.read_to_end(&mut rest)).await;
+    assert!(result.is_ok(), "{what}: {result:?}");
+    assert!(rest.is_empty(), "{what}: {} unexpected bytes", rest.len());
+}
+
 async fn tls_connect(server: &TestServer, tls: &TestTls) -> TlsStream<TcpStream> {
     let tcp = server.connect().await;
     let name = ServerName::from(server.addr.ip());
@@ -108,15 +132,7 @@ async fn close_notify_from_the_client_counts_as_its_close() {
     stream.get_mut().1.send_close_notify();
     stream.flush().await.unwrap();
     // The server answers with its own close_notify, then closes after its wait for our FIN.
-    let rest = within("the server's close_notify", async {
-        let mut buf = Vec::new();
-        stream.read_to_end(&mut buf).await.map(|_| buf)
-    })
-    .await;
-    assert!(
-        rest.is_ok_and(|b| b.is_empty()),
-        "a clean TLS end, no bytes"
-    );
+    expect_tls_end(&mut stream, "the server's close_notify").await;
     wait_until("the connection is closed", SOON, || {
         server.stats.snapshot().active == 0
     })
@@ -167,12 +183,7 @@ async fn connection_close_under_tls_leaves_time_wait_on_the_client() {
     assert!(response.says_close());
     // As a client does on `Connection: close`: read to the end (the server's close_notify),
     // then close.
-    let rest = within("the server's close_notify", async {
-        let mut buf = Vec::new();
-        stream.read_to_end(&mut buf).await.map(|_| buf)
-    })
-    .await;
-    assert!(rest.is_ok_and(|b| b.is_empty()));
+    expect_tls_end(&mut stream, "the server's close_notify").await;
     let (tcp, _) = stream.into_inner();
     drop(tcp);
     wait_until("the server's socket is gone", SOON, || {
@@ -183,16 +194,7 @@ async fn connection_close_under_tls_leaves_time_wait_on_the_client() {
     let stats = server.stats.snapshot();
     assert_eq!(stats.closed(CloseReason::ServiceClose), 1);
     assert_eq!(stats.client_closed_first, 1, "{}", stats.to_json());
-    assert_eq!(
-        server.server_side().time_wait(),
-        0,
-        "TIME_WAIT is not the server's"
-    );
-    assert_eq!(
-        server.client_side().time_wait(),
-        1,
-        "TIME_WAIT is the client's"
-    );
+    time_wait_is_the_clients(&server);
 }
 
 /// Under TLS an idle timeout need not leave TIME_WAIT on the server: the server sends its
@@ -205,12 +207,7 @@ async fn idle_timeout_under_tls_lets_the_client_close_first() {
     let mut stream = tls_connect(&server, &tls).await;
     assert_eq!(request(&mut stream, &get("/", "")).await.status, 200);
     // As a client's idle watch does: the server's close_notify (EOF) ends the connection.
-    let rest = within("the server's close_notify", async {
-        let mut buf = Vec::new();
-        stream.read_to_end(&mut buf).await.map(|_| buf)
-    })
-    .await;
-    assert!(rest.is_ok_and(|b| b.is_empty()), "a clean TLS end");
+    expect_tls_end(&mut stream, "the server's close_notify").await;
     stream.get_mut().0.shutdown().await.unwrap();
     wait_until("the server closes", SOON, || {
         server.stats.snapshot().active == 0
@@ -229,16 +226,7 @@ async fn idle_timeout_under_tls_lets_the_client_close_first() {
         server.server_side().total() == 1
     })
     .await;
-    assert_eq!(
-        server.server_side().time_wait(),
-        0,
-        "TIME_WAIT is not the server's"
-    );
-    assert_eq!(
-        server.client_side().time_wait(),
-        1,
-        "TIME_WAIT is the client's"
-    );
+    time_wait_is_the_clients(&server);
 }
 
 #[tokio::test]
@@ -284,12 +272,7 @@ async fn malformed_request_over_tls_gets_a_400_and_a_close() {
         .await
         .unwrap();
     assert_eq!(response.status, 400);
-    let rest = within("the close", async {
-        let mut buf = Vec::new();
-        stream.read_to_end(&mut buf).await.map(|_| buf)
-    })
-    .await;
-    assert!(rest.is_ok_and(|b| b.is_empty()), "closed after the 400");
+    expect_tls_end(&mut stream, "the close").await;
     wait_until("closed", SOON, || server.stats.snapshot().active == 0).await;
     assert_eq!(server.stats.snapshot().closed(CloseReason::Error), 1);
     let mut next = tls_connect(&server, &tls).await;

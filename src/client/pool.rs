@@ -431,6 +431,20 @@ fn lock<X>(mutex: &Mutex<X>) -> MutexGuard<'_, X> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+impl<K, T> State<K, T> {
+    /// A pool with nothing in it.
+    fn empty() -> Self {
+        State {
+            index: HashMap::new(),
+            last: None,
+            hosts: Vec::new(),
+            cells: Vec::new(),
+            free: Vec::new(),
+            groups: Vec::new(),
+        }
+    }
+}
+
 impl<K: Eq + Hash, T> State<K, T> {
     /// The host's place, if it has one.
     fn find_host(&self, key: &K) -> Option<usize> {
@@ -507,14 +521,7 @@ where
             shared: Arc::new(Shared {
                 config,
                 stats,
-                state: Mutex::new(State {
-                    index: HashMap::new(),
-                    last: None,
-                    hosts: Vec::new(),
-                    cells: Vec::new(),
-                    free: Vec::new(),
-                    groups: Vec::new(),
-                }),
+                state: Mutex::new(State::empty()),
             }),
         }
     }
@@ -784,14 +791,6 @@ where
             waker.wake();
         }
     }
-
-    /// Gives back the place of a connection of `key` that was never opened or is gone.
-    fn release(&self, key: &K) {
-        let mut state = lock(&self.shared.state);
-        if let Some(h) = state.find_host(key) {
-            release_place(&mut state.hosts[h]);
-        }
-    }
 }
 
 impl<K: Eq + Hash, T> Pool<K, T> {
@@ -799,16 +798,18 @@ impl<K: Eq + Hash, T> Pool<K, T> {
     /// next waiter.
     pub(crate) fn discard_unopened(&self, key: &K) {
         self.shared.stats.connect_failed();
-        let mut state = lock(&self.shared.state);
-        if let Some(h) = state.find_host(key) {
-            release_place(&mut state.hosts[h]);
-        }
+        self.release(key);
     }
 
     /// A connection of `key` closed instead of coming back (error, server said close): counts
     /// it and gives its place to the next waiter.
     pub fn discard(&self, key: &K, reason: PoolCloseReason) {
         self.shared.stats.closed(reason);
+        self.release(key);
+    }
+
+    /// Gives back the place of a connection of `key` that was never opened or is gone.
+    fn release(&self, key: &K) {
         let mut state = lock(&self.shared.state);
         if let Some(h) = state.find_host(key) {
             release_place(&mut state.hosts[h]);
@@ -944,17 +945,7 @@ where
 impl<K, T> Drop for Shared<K, T> {
     /// Closes every idle connection (the client's FIN comes first) and ends the watchers.
     fn drop(&mut self) {
-        let state = std::mem::replace(
-            &mut *lock(&self.state),
-            State {
-                index: HashMap::new(),
-                last: None,
-                hosts: Vec::new(),
-                cells: Vec::new(),
-                free: Vec::new(),
-                groups: Vec::new(),
-            },
-        );
+        let state = std::mem::replace(&mut *lock(&self.state), State::empty());
         let wakers: Vec<Waker> = state
             .groups
             .iter()
