@@ -562,7 +562,7 @@ where
             let Some(hot) = driver.hot.as_mut() else {
                 return Poll::Pending;
             };
-            match hot.conn.poll_without_shutdown(cx) {
+            match hot.poll_conn(cx) {
                 Poll::Ready(Err(error)) => return Poll::Ready(Err(BoxError::from(error))),
                 Poll::Ready(Ok(())) => {
                     return Poll::Ready(Err(BoxError::from(ClosedBeforeResponse)))
@@ -599,14 +599,20 @@ where
     // again with the task's waker, so that the task waits on what hyper waits on.
     let mut written = false;
     let result = poll_fn(|cx| {
-        let mut noop = Context::from_waker(std::task::Waker::noop());
         let passes = if written { 2 } else { 1 };
         written = true;
         for pass in (0..passes).rev() {
-            let conn_cx = if pass == 1 { &mut noop } else { &mut *cx };
             let mut failed = None;
             if let Some(hot) = driver.hot.as_mut() {
-                match hot.conn.poll_without_shutdown(conn_cx) {
+                // The first pass registers the connection's signal (nobody is woken by it
+                // while the connection is in use), so that a return to the pool right after
+                // finds hyper registered already.
+                let polled = if pass == 1 {
+                    hot.poll_conn_signalled()
+                } else {
+                    hot.poll_conn(cx)
+                };
+                match polled {
                     Poll::Ready(Err(error)) => failed = Some(BoxError::from(error)),
                     // Ended cleanly with the request unanswered: nothing will wake us again.
                     Poll::Ready(Ok(())) => failed = Some(BoxError::from(ClosedBeforeResponse)),
