@@ -52,6 +52,9 @@ where
     /// `woken` cleared just before: while nothing has woken it since, a poll now would only
     /// register the same waker again.
     signalled: bool,
+    /// The `Host` header of its last request, reused by the next one to the same authority
+    /// (no validation, copy and allocation of the value per request).
+    pub(crate) host: Option<http::HeaderValue>,
 }
 
 impl<T> Hot<T>
@@ -72,6 +75,7 @@ where
             signal,
             signal_waker,
             signalled: false,
+            host: None,
         }
     }
 

@@ -75,26 +75,38 @@ impl PoolKey {
         };
         let authority = uri.authority()?.clone();
         // One pass over the authority (`[userinfo@]host[:port]`, already validated by `http`)
-        // for both the host and the port.
+        // from its end, for both the host and the port: the first ':' met is the port's
+        // (unless a ']' comes first: an IPv6 literal without a port), an '@' ends the host.
         let whole = authority.as_str();
-        let host_port = whole
-            .rsplit_once('@')
-            .map_or(whole, |(_, host_port)| host_port);
-        let (host_str, port_str) = if host_port.starts_with('[') {
-            match host_port.find(']') {
-                Some(end) => (&host_port[..=end], host_port[end + 1..].strip_prefix(':')),
-                None => (host_port, None),
+        let bytes = whole.as_bytes();
+        let mut start = 0;
+        let mut colon = None;
+        let mut bracket = false;
+        for (i, &byte) in bytes.iter().enumerate().rev() {
+            match byte {
+                b'@' => {
+                    start = i + 1;
+                    break;
+                }
+                b':' if colon.is_none() && !bracket => colon = Some(i),
+                b']' if colon.is_none() => bracket = true,
+                _ => {}
             }
-        } else {
-            match host_port.rsplit_once(':') {
-                Some((host, port)) => (host, Some(port)),
-                None => (host_port, None),
-            }
+        }
+        let (host_str, port_str) = match colon {
+            Some(at) => (&whole[start..at], Some(&bytes[at + 1..])),
+            None => (&whole[start..], None),
         };
         let port = port_str
-            .and_then(|port| port.parse::<u16>().ok())
+            .filter(|port| !port.is_empty() && port.len() <= 5)
+            .and_then(|port| {
+                let value = port.iter().try_fold(0u32, |value, &byte| {
+                    byte.is_ascii_digit()
+                        .then(|| value * 10 + u32::from(byte - b'0'))
+                })?;
+                u16::try_from(value).ok()
+            })
             .unwrap_or(if https { 443 } else { 80 });
-        let start = whole.len() - host_port.len();
         let host = start..start + host_str.len();
         let host_hash = host_str
             .bytes()
@@ -124,7 +136,11 @@ impl PartialEq for PoolKey {
         self.https == other.https
             && self.port == other.port
             && self.host_hash == other.host_hash
-            && (self.host() == other.host() || self.host().eq_ignore_ascii_case(other.host()))
+            // (Keys made from clones of one URI share its bytes.)
+            && ((self.host == other.host
+                && std::ptr::eq(self.authority.as_str(), other.authority.as_str()))
+                || self.host() == other.host()
+                || self.host().eq_ignore_ascii_case(other.host()))
     }
 }
 
@@ -389,14 +405,14 @@ where
                 if reused && why_not.is_none() {
                     retry_head = Some(RetryHead::of(&parts));
                 }
-                add_headers(&mut parts.headers, parts.version, &uri);
+                add_headers(&mut parts.headers, parts.version, &uri, host_value(&io));
                 Request::from_parts(parts, body)
             }
             None => match retry_head.take() {
                 Some(copy) => {
                     let mut request = copy.into_request(body);
                     let version = request.version();
-                    add_headers(request.headers_mut(), version, &uri);
+                    add_headers(request.headers_mut(), version, &uri, host_value(&io));
                     request
                 }
                 None => unreachable!("a retry follows a kept copy"),
@@ -435,16 +451,39 @@ where
 
 /// The headers the client adds to a request: `Host` (when missing) and, on an HTTP/1.0
 /// request, `Connection: keep-alive`.
-fn add_headers(headers: &mut http::HeaderMap, version: Version, uri: &Uri) {
+fn add_headers(
+    headers: &mut http::HeaderMap,
+    version: Version,
+    uri: &Uri,
+    last_host: Option<&HeaderValue>,
+) {
     if !headers.contains_key(HOST) {
         if let Some(authority) = uri.authority() {
-            if let Ok(value) = HeaderValue::from_str(authority.as_str()) {
+            let value = match last_host {
+                // The value the connection's last request sent, if it is this one.
+                Some(last) if last.as_bytes() == authority.as_str().as_bytes() => {
+                    Some(last.clone())
+                }
+                _ => HeaderValue::from_str(authority.as_str()).ok(),
+            };
+            if let Some(value) = value {
                 headers.insert(HOST, value);
             }
         }
     }
     if version == Version::HTTP_10 && !connection_has(headers, "keep-alive") {
         headers.append(CONNECTION, HeaderValue::from_static("keep-alive"));
+    }
+}
+
+/// The `Host` value of the connection's last request, if it kept hyper's state.
+fn host_value<T>(conn: &ClientConn<T>) -> Option<&HeaderValue>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    match conn {
+        ClientConn::Hot(hot) => hot.host.as_ref(),
+        _ => None,
     }
 }
 
@@ -583,6 +622,11 @@ where
         return Err(Failure { error, stale });
     }
     let request = request.map(|body| body.boxed_unsync());
+    if let Some(hot) = driver.hot.as_mut() {
+        if hot.host.is_none() {
+            hot.host = request.headers().get(HOST).cloned();
+        }
+    }
     let Some(hot) = driver.hot.as_mut() else {
         unreachable!("set above and only taken on failure");
     };
