@@ -576,8 +576,7 @@ where
         }
         ClientConn::Gone => unreachable!("the pool never hands out a moved connection"),
     };
-    let read = hot.read.clone();
-    let read_before = read.load(Ordering::Relaxed);
+    let read_before = hot.read.load(Ordering::Relaxed);
     let mut driver = Driver {
         hot: Some(hot),
         pool: inner.pool.clone(),
@@ -613,7 +612,7 @@ where
         .await
     };
     if let Err(error) = ready {
-        let stale = read.load(Ordering::Relaxed) == read_before;
+        let stale = read_since(&driver, read_before) == Some(0);
         driver.close_with(if stale && reused {
             PoolCloseReason::Stale
         } else {
@@ -678,7 +677,7 @@ where
     let response = match result {
         Ok(response) => response,
         Err(error) => {
-            let stale = read.load(Ordering::Relaxed) == read_before;
+            let stale = read_since(&driver, read_before) == Some(0);
             // A reused connection that failed before any response byte was dead on arrival
             // (the server closed it while it sat idle): counted apart from real errors.
             driver.close_with(if stale && reused {
@@ -703,6 +702,18 @@ where
         poll_fn(|cx| body.poll_finish_now(cx)).await;
     }
     Ok(Response::from_parts(parts, body))
+}
+
+/// Bytes read on the driver's connection since `before` (`None` once it is gone: not known,
+/// so not stale, never retried).
+fn read_since<T>(driver: &Driver<T>, before: u64) -> Option<u64>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    driver
+        .hot
+        .as_ref()
+        .map(|hot| hot.read.load(Ordering::Relaxed).wrapping_sub(before))
 }
 
 /// The request-target for HTTP/1: path and query only.
