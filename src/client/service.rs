@@ -320,10 +320,11 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    let uri = request.uri().clone();
-    let key = PoolKey::of(&uri).ok_or_else(|| Error::kind_only(ErrorKind::InvalidUri))?;
+    let key = PoolKey::of(request.uri()).ok_or_else(|| Error::kind_only(ErrorKind::InvalidUri))?;
     let (mut parts, body) = request.into_parts();
-    parts.uri = origin_form(&uri);
+    // The caller's URI is moved out (not copied) and the origin form sent instead.
+    let origin = origin_form(&parts.uri);
+    let uri = std::mem::replace(&mut parts.uri, origin);
     let asked_close = connection_has(&parts.headers, "close");
 
     // Make the body replayable when a retry could be allowed.
