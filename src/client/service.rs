@@ -364,10 +364,10 @@ where
             (None, None) => unreachable!("a streaming body is sent once"),
         };
         // A retry goes to a new connection: others pooled may be as stale as the first.
-        let checkout = if attempt == 0 {
-            inner.pool.checkout_or_slot(&key).await
-        } else {
-            inner.pool.new_slot(&key).await
+        // (No future for a checkout that does not wait.)
+        let checkout = match inner.pool.take_or_slot(&key, attempt == 0) {
+            Ok(checkout) => Ok(checkout),
+            Err(turn) => Box::pin(inner.pool.wait_turn(&key, turn)).await,
         };
         let (io, history, reused) =
             match checkout.map_err(|e| Error::new(ErrorKind::PoolTimeout, e))? {
