@@ -407,11 +407,11 @@ where
                     retry_head = Some(RetryHead::of(&parts));
                 }
                 add_headers(&mut parts.headers, parts.version, &uri, host_value(&io));
-                Request::from_parts(parts, body)
+                Request::from_parts(parts, body.boxed_unsync())
             }
             None => match retry_head.take() {
                 Some(copy) => {
-                    let mut request = copy.into_request(body);
+                    let mut request = copy.into_request(body.boxed_unsync());
                     let version = request.version();
                     add_headers(request.headers_mut(), version, &uri, host_value(&io));
                     request
@@ -537,20 +537,17 @@ impl std::fmt::Display for ClosedBeforeResponse {
 
 impl std::error::Error for ClosedBeforeResponse {}
 
-async fn send_on<C, B>(
+async fn send_on<C>(
     inner: &Inner<C>,
     reused: bool,
     key: PoolKey,
     conn: ClientConn<C::Response>,
     history: History<ClientConn<C::Response>>,
-    request: Request<RequestBody<B>>,
+    request: Request<ReqBody>,
     asked_close: bool,
 ) -> Result<Response<ResponseBody>, Failure>
 where
     C: Connect,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
 {
     let head_request = request.method() == Method::HEAD;
     // A hyper state built just now takes its first request without being polled.
@@ -621,7 +618,6 @@ where
         });
         return Err(Failure { error, stale });
     }
-    let request = request.map(|body| body.boxed_unsync());
     if let Some(hot) = driver.hot.as_mut() {
         if hot.host.is_none() {
             hot.host = request.headers().get(HOST).cloned();
