@@ -15,7 +15,7 @@ use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
-use super::conn::{ClientConn, Hot};
+use super::conn::{ClientConn, Hot, IdleSignal};
 use super::pool::{History, Pool, Reuse};
 use super::service::PoolKey;
 use super::stats::PoolCloseReason;
@@ -174,6 +174,8 @@ pub(crate) trait Drive: Send {
     /// The response ended: waits for hyper to go idle, then returns the socket to the pool
     /// (or closes it). `Ready` once done.
     fn poll_finish(&mut self, cx: &mut Context<'_>) -> Poll<()>;
+    /// The identity of the connection's idle signal ([`IdleSignal::id`]), 0 if none.
+    fn signal_id(&self) -> usize;
 }
 
 /// See [`Drive`].
@@ -243,7 +245,7 @@ where
         let Some(hot) = self.hot.as_mut().filter(|_| !self.ended) else {
             return Poll::Ready(Ok(()));
         };
-        match hot.conn.poll_without_shutdown(cx) {
+        match hot.poll_conn(cx) {
             Poll::Ready(Err(error)) => {
                 self.hot = None;
                 Poll::Ready(Err(error))
@@ -261,6 +263,12 @@ where
 
     fn close(&mut self, reason: PoolCloseReason) {
         self.close_with(reason);
+    }
+
+    fn signal_id(&self) -> usize {
+        self.hot
+            .as_ref()
+            .map_or(0, |hot| IdleSignal::id(&hot.signal))
     }
 
     fn poll_finish(&mut self, cx: &mut Context<'_>) -> Poll<()> {
@@ -313,6 +321,8 @@ where
 pub struct ResponseBody {
     incoming: Incoming,
     driver: Option<Box<dyn Drive>>,
+    /// The driver's [`Drive::signal_id`].
+    signal: usize,
     /// The connection failed while the body was read; the body decides what it means.
     failed: bool,
 }
@@ -327,9 +337,11 @@ impl std::fmt::Debug for ResponseBody {
 
 impl ResponseBody {
     pub(crate) fn new(incoming: Incoming, driver: Option<Box<dyn Drive>>) -> Self {
+        let signal = driver.as_ref().map_or(0, |driver| driver.signal_id());
         ResponseBody {
             incoming,
             driver,
+            signal,
             failed: false,
         }
     }
@@ -366,7 +378,13 @@ impl Body for ResponseBody {
         let mut driven = false;
         loop {
             let body_cx = if driving { &mut noop } else { &mut *cx };
-            let frame = match Pin::new(&mut this.incoming).poll_frame(body_cx) {
+            let incoming = &mut this.incoming;
+            let polled = if this.signal != 0 {
+                IdleSignal::body_polled(this.signal, || Pin::new(incoming).poll_frame(body_cx))
+            } else {
+                Pin::new(incoming).poll_frame(body_cx)
+            };
+            let frame = match polled {
                 Poll::Pending if driving && !driven => {
                     driven = true;
                     if let Some(driver) = this.driver.as_mut() {

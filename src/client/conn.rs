@@ -48,6 +48,13 @@ where
     /// What hyper wakes while the connection sits idle in the pool.
     pub(crate) signal: Arc<IdleSignal>,
     pub(crate) signal_waker: Waker,
+    /// hyper was last polled with `signal_waker` (its registrations are the signal's), with
+    /// `woken` cleared just before: while nothing has woken it since, a poll now would only
+    /// register the same waker again.
+    signalled: bool,
+    /// The `Host` header of its last request, reused by the next one to the same authority
+    /// (no validation, copy and allocation of the value per request).
+    pub(crate) host: Option<http::HeaderValue>,
 }
 
 impl<T> Hot<T>
@@ -67,7 +74,29 @@ where
             read,
             signal,
             signal_waker,
+            signalled: false,
+            host: None,
         }
+    }
+
+    /// Drives hyper's connection with the task's waker (its registrations become the task's).
+    pub(crate) fn poll_conn(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), hyper::Error>> {
+        self.signalled = false;
+        self.conn.poll_without_shutdown(cx)
+    }
+
+    /// Drives hyper's connection without registering the task: its registrations become the
+    /// connection's signal, which wakes nobody while it is in use and the pool's watcher once
+    /// it is idle; a return to the pool right after needs no poll of its own then.
+    pub(crate) fn poll_conn_signalled(&mut self) -> Poll<Result<(), hyper::Error>> {
+        // Cleared before the poll: a wake-up from here on is recorded.
+        self.signal.woken.store(false, Ordering::SeqCst);
+        let mut signal_cx = Context::from_waker(&self.signal_waker);
+        let polled = self.conn.poll_without_shutdown(&mut signal_cx);
+        // Only a connection still waiting is registered; one that ended (a FIN with the
+        // response) says so again when polled next.
+        self.signalled = polled.is_pending();
+        polled
     }
 }
 
@@ -86,12 +115,40 @@ pub(crate) struct IdleSignal {
     watcher: Mutex<Option<Waker>>,
 }
 
+thread_local! {
+    /// The signal (its address) of the connection whose response body this thread is
+    /// polling now, if any (see [`IdleSignal::body_polled`]).
+    static BODY_POLL: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+impl IdleSignal {
+    /// An identity for [`body_polled`](Self::body_polled).
+    pub(crate) fn id(signal: &Arc<IdleSignal>) -> usize {
+        Arc::as_ptr(signal) as usize
+    }
+
+    /// Runs `poll` (a poll of the connection's response body) ignoring the wake-ups it causes
+    /// itself on this thread: taking the body's data wakes hyper's body sender (registered
+    /// with the signal), which only says that more of a body may be sent. Ignored, they leave
+    /// the connection seen as not woken, so its return to the pool needs no poll. A wake-up
+    /// from another thread (the socket's readiness) is recorded as ever.
+    pub(crate) fn body_polled<R>(id: usize, poll: impl FnOnce() -> R) -> R {
+        let before = BODY_POLL.with(|cell| cell.replace(id));
+        let result = poll();
+        BODY_POLL.with(|cell| cell.set(before));
+        result
+    }
+}
+
 impl std::task::Wake for IdleSignal {
     fn wake(self: Arc<Self>) {
         self.wake_by_ref();
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
+        if BODY_POLL.with(|cell| cell.get()) == IdleSignal::id(self) {
+            return;
+        }
         self.woken.store(true, Ordering::SeqCst);
         if self.idle.load(Ordering::SeqCst) {
             let watcher = self
@@ -176,10 +233,17 @@ where
                         *watcher = Some(cx.waker().clone());
                     }
                 }
-                // Cleared before the poll: a wake-up from here on is recorded.
-                hot.signal.woken.store(false, Ordering::SeqCst);
-                let mut signal_cx = Context::from_waker(&hot.signal_waker);
-                match hot.conn.poll_without_shutdown(&mut signal_cx) {
+                // hyper's registrations are already the signal's and nothing woke it since
+                // (checked after the watcher is set: a wake-up from here on reaches it), and
+                // it waits for the next request: a poll would only register them again.
+                if hot.signalled
+                    && hot.signal.idle.load(Ordering::SeqCst)
+                    && !hot.signal.woken.load(Ordering::SeqCst)
+                    && hot.tx.is_ready()
+                {
+                    return Poll::Pending;
+                }
+                match hot.poll_conn_signalled() {
                     Poll::Ready(Ok(())) => Poll::Ready(PoolCloseReason::ServerFin),
                     Poll::Ready(Err(error)) => Poll::Ready(idle_error_reason(&error)),
                     Poll::Pending => Poll::Pending,
@@ -216,7 +280,7 @@ where
 
     fn set_idle(&mut self, idle: bool) {
         if let ClientConn::Hot(hot) = self {
-            if idle {
+            if idle && !hot.signalled {
                 // Not registered yet: until it is polled idle, a checkout looks.
                 hot.signal.woken.store(true, Ordering::SeqCst);
             }

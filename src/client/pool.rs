@@ -400,6 +400,9 @@ pub enum Checkout<T> {
     Open(Slot),
 }
 
+/// A checkout's place in the queue of its key, at the per-key limit.
+pub(crate) struct Turn<T>(oneshot::Receiver<Handoff<T>>);
+
 /// The right to open one connection for a key (see [`Checkout::Open`]).
 #[derive(Debug)]
 pub struct Slot {
@@ -555,6 +558,18 @@ where
     }
 
     async fn checkout_inner(&self, key: &K, reuse_idle: bool) -> Result<Checkout<T>, WaitTimeout> {
+        match self.take_or_slot(key, reuse_idle) {
+            Ok(checkout) => Ok(checkout),
+            // The wait (with its timer) is boxed: the usual checkout, which never waits, then
+            // keeps a small future.
+            Err(wait) => Box::pin(self.wait(key, wait.0)).await,
+        }
+    }
+
+    /// The checkout without its wait: an idle connection or a slot now, or the place in the
+    /// queue of a checkout that must wait (see [`Pool::wait_turn`]). No future for the usual
+    /// checkout.
+    pub(crate) fn take_or_slot(&self, key: &K, reuse_idle: bool) -> Result<Checkout<T>, Turn<T>> {
         let mut dead = Vec::new();
         let waiter = {
             let mut guard = lock(&self.shared.state);
@@ -619,9 +634,16 @@ where
             }
         };
         drop(dead);
-        // The wait (with its timer) is boxed: the usual checkout, which never waits, then
-        // keeps a small future.
-        Box::pin(self.wait(key, waiter)).await
+        Err(Turn(waiter))
+    }
+
+    /// Waits for the turn [`take_or_slot`](Self::take_or_slot) gave.
+    pub(crate) async fn wait_turn(
+        &self,
+        key: &K,
+        turn: Turn<T>,
+    ) -> Result<Checkout<T>, WaitTimeout> {
+        self.wait(key, turn.0).await
     }
 
     /// Waits at the per-key limit for a connection coming back or a place freed.

@@ -75,26 +75,38 @@ impl PoolKey {
         };
         let authority = uri.authority()?.clone();
         // One pass over the authority (`[userinfo@]host[:port]`, already validated by `http`)
-        // for both the host and the port.
+        // from its end, for both the host and the port: the first ':' met is the port's
+        // (unless a ']' comes first: an IPv6 literal without a port), an '@' ends the host.
         let whole = authority.as_str();
-        let host_port = whole
-            .rsplit_once('@')
-            .map_or(whole, |(_, host_port)| host_port);
-        let (host_str, port_str) = if host_port.starts_with('[') {
-            match host_port.find(']') {
-                Some(end) => (&host_port[..=end], host_port[end + 1..].strip_prefix(':')),
-                None => (host_port, None),
+        let bytes = whole.as_bytes();
+        let mut start = 0;
+        let mut colon = None;
+        let mut bracket = false;
+        for (i, &byte) in bytes.iter().enumerate().rev() {
+            match byte {
+                b'@' => {
+                    start = i + 1;
+                    break;
+                }
+                b':' if colon.is_none() && !bracket => colon = Some(i),
+                b']' if colon.is_none() => bracket = true,
+                _ => {}
             }
-        } else {
-            match host_port.rsplit_once(':') {
-                Some((host, port)) => (host, Some(port)),
-                None => (host_port, None),
-            }
+        }
+        let (host_str, port_str) = match colon {
+            Some(at) => (&whole[start..at], Some(&bytes[at + 1..])),
+            None => (&whole[start..], None),
         };
         let port = port_str
-            .and_then(|port| port.parse::<u16>().ok())
+            .filter(|port| !port.is_empty() && port.len() <= 5)
+            .and_then(|port| {
+                let value = port.iter().try_fold(0u32, |value, &byte| {
+                    byte.is_ascii_digit()
+                        .then(|| value * 10 + u32::from(byte - b'0'))
+                })?;
+                u16::try_from(value).ok()
+            })
             .unwrap_or(if https { 443 } else { 80 });
-        let start = whole.len() - host_port.len();
         let host = start..start + host_str.len();
         let host_hash = host_str
             .bytes()
@@ -124,7 +136,11 @@ impl PartialEq for PoolKey {
         self.https == other.https
             && self.port == other.port
             && self.host_hash == other.host_hash
-            && (self.host() == other.host() || self.host().eq_ignore_ascii_case(other.host()))
+            // (Keys made from clones of one URI share its bytes.)
+            && ((self.host == other.host
+                && std::ptr::eq(self.authority.as_str(), other.authority.as_str()))
+                || self.host() == other.host()
+                || self.host().eq_ignore_ascii_case(other.host()))
     }
 }
 
@@ -304,10 +320,11 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    let uri = request.uri().clone();
-    let key = PoolKey::of(&uri).ok_or_else(|| Error::kind_only(ErrorKind::InvalidUri))?;
+    let key = PoolKey::of(request.uri()).ok_or_else(|| Error::kind_only(ErrorKind::InvalidUri))?;
     let (mut parts, body) = request.into_parts();
-    parts.uri = origin_form(&uri);
+    // The caller's URI is moved out (not copied) and the origin form sent instead.
+    let origin = origin_form(&parts.uri);
+    let uri = std::mem::replace(&mut parts.uri, origin);
     let asked_close = connection_has(&parts.headers, "close");
 
     // Make the body replayable when a retry could be allowed.
@@ -347,10 +364,10 @@ where
             (None, None) => unreachable!("a streaming body is sent once"),
         };
         // A retry goes to a new connection: others pooled may be as stale as the first.
-        let checkout = if attempt == 0 {
-            inner.pool.checkout_or_slot(&key).await
-        } else {
-            inner.pool.new_slot(&key).await
+        // (No future for a checkout that does not wait.)
+        let checkout = match inner.pool.take_or_slot(&key, attempt == 0) {
+            Ok(checkout) => Ok(checkout),
+            Err(turn) => Box::pin(inner.pool.wait_turn(&key, turn)).await,
         };
         let (io, history, reused) =
             match checkout.map_err(|e| Error::new(ErrorKind::PoolTimeout, e))? {
@@ -389,14 +406,14 @@ where
                 if reused && why_not.is_none() {
                     retry_head = Some(RetryHead::of(&parts));
                 }
-                add_headers(&mut parts.headers, parts.version, &uri);
-                Request::from_parts(parts, body)
+                add_headers(&mut parts.headers, parts.version, &uri, host_value(&io));
+                Request::from_parts(parts, body.boxed_unsync())
             }
             None => match retry_head.take() {
                 Some(copy) => {
-                    let mut request = copy.into_request(body);
+                    let mut request = copy.into_request(body.boxed_unsync());
                     let version = request.version();
-                    add_headers(request.headers_mut(), version, &uri);
+                    add_headers(request.headers_mut(), version, &uri, host_value(&io));
                     request
                 }
                 None => unreachable!("a retry follows a kept copy"),
@@ -435,16 +452,39 @@ where
 
 /// The headers the client adds to a request: `Host` (when missing) and, on an HTTP/1.0
 /// request, `Connection: keep-alive`.
-fn add_headers(headers: &mut http::HeaderMap, version: Version, uri: &Uri) {
+fn add_headers(
+    headers: &mut http::HeaderMap,
+    version: Version,
+    uri: &Uri,
+    last_host: Option<&HeaderValue>,
+) {
     if !headers.contains_key(HOST) {
         if let Some(authority) = uri.authority() {
-            if let Ok(value) = HeaderValue::from_str(authority.as_str()) {
+            let value = match last_host {
+                // The value the connection's last request sent, if it is this one.
+                Some(last) if last.as_bytes() == authority.as_str().as_bytes() => {
+                    Some(last.clone())
+                }
+                _ => HeaderValue::from_str(authority.as_str()).ok(),
+            };
+            if let Some(value) = value {
                 headers.insert(HOST, value);
             }
         }
     }
     if version == Version::HTTP_10 && !connection_has(headers, "keep-alive") {
         headers.append(CONNECTION, HeaderValue::from_static("keep-alive"));
+    }
+}
+
+/// The `Host` value of the connection's last request, if it kept hyper's state.
+fn host_value<T>(conn: &ClientConn<T>) -> Option<&HeaderValue>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    match conn {
+        ClientConn::Hot(hot) => hot.host.as_ref(),
+        _ => None,
     }
 }
 
@@ -497,20 +537,17 @@ impl std::fmt::Display for ClosedBeforeResponse {
 
 impl std::error::Error for ClosedBeforeResponse {}
 
-async fn send_on<C, B>(
+async fn send_on<C>(
     inner: &Inner<C>,
     reused: bool,
     key: PoolKey,
     conn: ClientConn<C::Response>,
     history: History<ClientConn<C::Response>>,
-    request: Request<RequestBody<B>>,
+    request: Request<ReqBody>,
     asked_close: bool,
 ) -> Result<Response<ResponseBody>, Failure>
 where
     C: Connect,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
 {
     let head_request = request.method() == Method::HEAD;
     // A hyper state built just now takes its first request without being polled.
@@ -537,8 +574,7 @@ where
         }
         ClientConn::Gone => unreachable!("the pool never hands out a moved connection"),
     };
-    let read = hot.read.clone();
-    let read_before = read.load(Ordering::Relaxed);
+    let read_before = hot.read.load(Ordering::Relaxed);
     let mut driver = Driver {
         hot: Some(hot),
         pool: inner.pool.clone(),
@@ -562,7 +598,7 @@ where
             let Some(hot) = driver.hot.as_mut() else {
                 return Poll::Pending;
             };
-            match hot.conn.poll_without_shutdown(cx) {
+            match hot.poll_conn(cx) {
                 Poll::Ready(Err(error)) => return Poll::Ready(Err(BoxError::from(error))),
                 Poll::Ready(Ok(())) => {
                     return Poll::Ready(Err(BoxError::from(ClosedBeforeResponse)))
@@ -574,7 +610,7 @@ where
         .await
     };
     if let Err(error) = ready {
-        let stale = read.load(Ordering::Relaxed) == read_before;
+        let stale = read_since(&driver, read_before) == Some(0);
         driver.close_with(if stale && reused {
             PoolCloseReason::Stale
         } else {
@@ -582,7 +618,11 @@ where
         });
         return Err(Failure { error, stale });
     }
-    let request = request.map(|body| body.boxed_unsync());
+    if let Some(hot) = driver.hot.as_mut() {
+        if hot.host.is_none() {
+            hot.host = request.headers().get(HOST).cloned();
+        }
+    }
     let Some(hot) = driver.hot.as_mut() else {
         unreachable!("set above and only taken on failure");
     };
@@ -599,14 +639,20 @@ where
     // again with the task's waker, so that the task waits on what hyper waits on.
     let mut written = false;
     let result = poll_fn(|cx| {
-        let mut noop = Context::from_waker(std::task::Waker::noop());
         let passes = if written { 2 } else { 1 };
         written = true;
         for pass in (0..passes).rev() {
-            let conn_cx = if pass == 1 { &mut noop } else { &mut *cx };
             let mut failed = None;
             if let Some(hot) = driver.hot.as_mut() {
-                match hot.conn.poll_without_shutdown(conn_cx) {
+                // The first pass registers the connection's signal (nobody is woken by it
+                // while the connection is in use), so that a return to the pool right after
+                // finds hyper registered already.
+                let polled = if pass == 1 {
+                    hot.poll_conn_signalled()
+                } else {
+                    hot.poll_conn(cx)
+                };
+                match polled {
                     Poll::Ready(Err(error)) => failed = Some(BoxError::from(error)),
                     // Ended cleanly with the request unanswered: nothing will wake us again.
                     Poll::Ready(Ok(())) => failed = Some(BoxError::from(ClosedBeforeResponse)),
@@ -628,7 +674,7 @@ where
     let response = match result {
         Ok(response) => response,
         Err(error) => {
-            let stale = read.load(Ordering::Relaxed) == read_before;
+            let stale = read_since(&driver, read_before) == Some(0);
             // A reused connection that failed before any response byte was dead on arrival
             // (the server closed it while it sat idle): counted apart from real errors.
             driver.close_with(if stale && reused {
@@ -653,6 +699,18 @@ where
         poll_fn(|cx| body.poll_finish_now(cx)).await;
     }
     Ok(Response::from_parts(parts, body))
+}
+
+/// Bytes read on the driver's connection since `before` (`None` once it is gone: not known,
+/// so not stale, never retried).
+fn read_since<T>(driver: &Driver<T>, before: u64) -> Option<u64>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    driver
+        .hot
+        .as_ref()
+        .map(|hot| hot.read.load(Ordering::Relaxed).wrapping_sub(before))
 }
 
 /// The request-target for HTTP/1: path and query only.
