@@ -621,3 +621,31 @@ where
         })
     }
 }
+
+/// `Host` carries the URI's host and port, never its userinfo (RFC 9112, section 3.2), on a
+/// new connection and on a reused one.
+#[tokio::test]
+async fn host_header_leaves_out_the_userinfo() {
+    let service = tower::service_fn(|req: Request<hyper::body::Incoming>| async move {
+        let host = req
+            .headers()
+            .get(http::header::HOST)
+            .map(|h| h.as_bytes().to_vec())
+            .unwrap_or_default();
+        Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(host))))
+    });
+    let server = TestServer::start_with(ServerConfig::new(), service).await;
+    let client = Client::new(ClientConfig::new());
+    let url = format!("http://user:secret@{}/", server.addr);
+    for round in 0..2 {
+        let response = within("the response", client.request(get(&url)))
+            .await
+            .unwrap();
+        let body = within("the body", response.into_body().collect())
+            .await
+            .unwrap()
+            .to_bytes();
+        assert_eq!(body, server.addr.to_string(), "round {round}");
+    }
+    assert_eq!(client.stats().snapshot().reused, 1);
+}

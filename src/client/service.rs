@@ -460,12 +460,15 @@ fn add_headers(
 ) {
     if !headers.contains_key(HOST) {
         if let Some(authority) = uri.authority() {
+            // Host and port only: never the userinfo (RFC 9112, section 3.2).
+            let host = authority
+                .as_str()
+                .rsplit_once('@')
+                .map_or(authority.as_str(), |(_, host)| host);
             let value = match last_host {
                 // The value the connection's last request sent, if it is this one.
-                Some(last) if last.as_bytes() == authority.as_str().as_bytes() => {
-                    Some(last.clone())
-                }
-                _ => HeaderValue::from_str(authority.as_str()).ok(),
+                Some(last) if last.as_bytes() == host.as_bytes() => Some(last.clone()),
+                _ => HeaderValue::from_str(host).ok(),
             };
             if let Some(value) = value {
                 headers.insert(HOST, value);
