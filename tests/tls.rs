@@ -356,28 +356,14 @@ async fn client_pools_tls_connections_and_evicts_them_when_the_server_closes() {
 #[cfg(target_os = "linux")]
 #[tokio::test]
 async fn curl_over_tls_reuses_the_connection_and_closes_first() {
-    let Ok(version) = std::process::Command::new("curl").arg("--version").output() else {
-        eprintln!("curl not installed: skipped");
-        return;
-    };
-    if !String::from_utf8_lossy(&version.stdout).contains("SSL") {
-        eprintln!("curl without TLS: skipped");
+    if !curl_version().is_some_and(|v| v.contains("SSL")) {
+        eprintln!("skipped: no curl with TLS");
         return;
     }
     let (server, _tls) = TestServer::start_tls(patient()).await;
     let url = format!("https://{}/", server.addr);
-    let out = tokio::process::Command::new("curl")
-        .args(["-s", "-S", "-k", "--max-time", "10"])
-        .args([&url, &url])
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(out.stdout, b"hello, world!hello, world!");
+    let out = run_curl(&["-k", &url, &url]).await;
+    assert_eq!(out, b"hello, world!hello, world!");
     wait_until("curl's connection closed", SOON, || {
         server.stats.snapshot().active == 0
     })

@@ -368,6 +368,34 @@ pub async fn expect_eof(stream: &mut (impl tokio::io::AsyncRead + Unpin)) -> Vec
     }
 }
 
+/// curl's `--version` text, or `None` when curl is not installed: tests that drive curl say
+/// they are skipped then (the tests need only the Rust toolchain).
+pub fn curl_version() -> Option<String> {
+    let output = std::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .ok()?;
+    assert!(output.status.success(), "curl is installed but broken");
+    Some(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// Runs curl quietly (errors still shown, 10 s at most) with `args`; panics with its stderr
+/// unless it succeeds; returns what it printed.
+pub async fn run_curl(args: &[&str]) -> Vec<u8> {
+    let out = tokio::process::Command::new("curl")
+        .args(["-s", "-S", "--max-time", "10"])
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "curl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 /// Runs `f` with a timeout of [`SOON`], panicking with `what` if it does not finish.
 pub async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
     tokio::time::timeout(SOON, f)
