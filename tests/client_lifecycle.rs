@@ -29,18 +29,6 @@ fn get(url: &str) -> Request<Empty<Bytes>> {
     Request::get(url).body(Empty::new()).unwrap()
 }
 
-/// Sends a GET and reads its body to the end.
-async fn fetch(client: &Client, url: &str) -> Bytes {
-    let response = within("a request", client.request(get(url)))
-        .await
-        .unwrap_or_else(|e| panic!("GET {url} failed: {e}"));
-    assert_eq!(response.status(), 200);
-    within("a response body", response.into_body().collect())
-        .await
-        .unwrap()
-        .to_bytes()
-}
-
 /// A raw server: `/partial` gets a head announcing 100 bytes and only 50 of them, then the
 /// connection stays open until the client leaves (counted in `left`); anything else gets
 /// `200 ok`, keep-alive.
@@ -160,7 +148,7 @@ async fn dropping_a_response_body_before_its_end_closes_the_connection() {
     })
     .await;
 
-    assert_eq!(fetch(&client, &server.url("/")).await, "ok");
+    assert_eq!(fetch_ok(&client, &server.url("/")).await, "ok");
     let stats = client.stats().snapshot();
     assert_eq!(stats.opened, 2, "{}", stats.to_json());
     assert_eq!(stats.reused, 0, "{}", stats.to_json());
@@ -206,7 +194,10 @@ async fn dropping_the_request_future_while_waiting_closes_the_connection() {
     let uri: Uri = base.parse().unwrap();
 
     // One idle connection, which the slow request then reuses.
-    assert_eq!(fetch(&client, &format!("{base}/")).await, "hello, world!");
+    assert_eq!(
+        fetch_ok(&client, &format!("{base}/")).await,
+        "hello, world!"
+    );
     wait_until("the connection is pooled", SOON, || {
         client.idle_connections(&uri) == 1
     })
@@ -230,7 +221,10 @@ async fn dropping_the_request_future_while_waiting_closes_the_connection() {
     })
     .await;
 
-    assert_eq!(fetch(&client, &format!("{base}/")).await, "hello, world!");
+    assert_eq!(
+        fetch_ok(&client, &format!("{base}/")).await,
+        "hello, world!"
+    );
     let stats = client.stats().snapshot();
     assert_eq!(stats.opened, 2, "a new connection: {}", stats.to_json());
     assert_eq!(server.stats.snapshot().accepted, 2);
@@ -314,8 +308,8 @@ async fn localhost_reaches_a_server_on_127_0_0_1() {
 
     let client = Client::new(ClientConfig::new());
     let url = format!("http://localhost:{port}/");
-    assert_eq!(fetch(&client, &url).await, "hello, world!");
-    assert_eq!(fetch(&client, &url).await, "hello, world!");
+    assert_eq!(fetch_ok(&client, &url).await, "hello, world!");
+    assert_eq!(fetch_ok(&client, &url).await, "hello, world!");
     let client_stats = client.stats().snapshot();
     assert_eq!(client_stats.opened, 1, "{}", client_stats.to_json());
     assert_eq!(client_stats.reused, 1, "{}", client_stats.to_json());
@@ -638,13 +632,7 @@ async fn host_header_leaves_out_the_userinfo() {
     let client = Client::new(ClientConfig::new());
     let url = format!("http://user:secret@{}/", server.addr);
     for round in 0..2 {
-        let response = within("the response", client.request(get(&url)))
-            .await
-            .unwrap();
-        let body = within("the body", response.into_body().collect())
-            .await
-            .unwrap()
-            .to_bytes();
+        let body = fetch_ok(&client, &url).await;
         assert_eq!(body, server.addr.to_string(), "round {round}");
     }
     assert_eq!(client.stats().snapshot().reused, 1);

@@ -539,15 +539,7 @@ async fn client_evicts_an_idle_connection_its_server_left() {
         let client = Client::new(ClientConfig::new());
         let url = format!("http://{addr}/");
         let uri: http::Uri = url.parse().unwrap();
-        let response = within(
-            "a request",
-            client.request(Request::get(&url).body(Empty::<Bytes>::new()).unwrap()),
-        )
-        .await
-        .unwrap();
-        within("its body", response.into_body().collect())
-            .await
-            .unwrap();
+        assert_eq!(fetch_ok(&client, &url).await, "fine");
         wait_until("idle in the pool", SOON, || {
             client.idle_connections(&uri) == 1
         })
@@ -570,15 +562,7 @@ async fn client_evicts_an_idle_connection_its_server_left() {
         let counts =
             tcp_state::count(Filter::new().remote_ip(addr.ip()).remote_port(addr.port())).unwrap();
         assert_eq!(counts.close_wait(), 0, "{how:?}: {counts}");
-        let response = within(
-            "the next request",
-            client.request(Request::get(&url).body(Empty::<Bytes>::new()).unwrap()),
-        )
-        .await
-        .unwrap();
-        within("its body", response.into_body().collect())
-            .await
-            .unwrap();
+        assert_eq!(fetch_ok(&client, &url).await, "fine");
         assert_eq!(
             accepted.load(Ordering::SeqCst),
             2,

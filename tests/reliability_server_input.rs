@@ -684,14 +684,7 @@ async fn resets_in_the_middle_of_a_request_or_a_response_end_the_connection_clea
     scene.still_serving("a reset inside the request body").await;
 
     // 3. While a handler runs: it is dropped.
-    let mut stream = scene.server.connect().await;
-    stream.write_all(get("/hold", "").as_bytes()).await.unwrap();
-    wait_until("the handler runs", SOON, || scene.seen.saw("/hold")).await;
-    reset(stream);
-    wait_until("the handler is dropped", SOON, || {
-        scene.seen.holds_dropped.load(Ordering::SeqCst) == 1
-    })
-    .await;
+    reset_a_running_handler(&scene).await;
     scene.still_serving("a reset while the handler runs").await;
 
     // 4. In the middle of a 32 MiB response.
@@ -721,6 +714,18 @@ async fn resets_in_the_middle_of_a_request_or_a_response_end_the_connection_clea
     );
 }
 
+/// Starts a `/hold` handler, resets its connection, and waits until the handler is dropped.
+async fn reset_a_running_handler(scene: &Scene) {
+    let mut stream = scene.server.connect().await;
+    stream.write_all(get("/hold", "").as_bytes()).await.unwrap();
+    wait_until("the handler runs", SOON, || scene.seen.saw("/hold")).await;
+    reset(stream);
+    wait_until("the handler is dropped", SOON, || {
+        scene.seen.holds_dropped.load(Ordering::SeqCst) == 1
+    })
+    .await;
+}
+
 /// Closes `stream` with a reset (SO_LINGER 0).
 fn reset(stream: TcpStream) {
     keepalive::socket::set_abortive_close(&stream).unwrap();
@@ -732,14 +737,7 @@ fn reset(stream: TcpStream) {
 #[tokio::test]
 async fn a_handler_dropped_by_a_reset_is_counted() {
     let scene = Scene::start().await;
-    let mut stream = scene.server.connect().await;
-    stream.write_all(get("/hold", "").as_bytes()).await.unwrap();
-    wait_until("the handler runs", SOON, || scene.seen.saw("/hold")).await;
-    reset(stream);
-    wait_until("the handler is dropped", SOON, || {
-        scene.seen.holds_dropped.load(Ordering::SeqCst) == 1
-    })
-    .await;
+    reset_a_running_handler(&scene).await;
     wait_until("the connection is closed", SOON, || {
         scene.server.stats.snapshot().active == 1
     })

@@ -368,6 +368,24 @@ pub async fn expect_eof(stream: &mut (impl tokio::io::AsyncRead + Unpin)) -> Vec
     }
 }
 
+/// Sends a GET with the crate's client, expects a 200, and reads the body to its end.
+pub async fn fetch_ok<C: keepalive::client::Connect>(
+    client: &keepalive::client::Client<C>,
+    url: &str,
+) -> Bytes {
+    let request = Request::get(url)
+        .body(http_body_util::Empty::<Bytes>::new())
+        .unwrap();
+    let response = within("a request", client.request(request))
+        .await
+        .unwrap_or_else(|e| panic!("GET {url} failed: {e}"));
+    assert_eq!(response.status(), 200);
+    within("a response body", response.into_body().collect())
+        .await
+        .unwrap()
+        .to_bytes()
+}
+
 /// curl's `--version` text, or `None` when curl is not installed: tests that drive curl say
 /// they are skipped then (the tests need only the Rust toolchain).
 pub fn curl_version() -> Option<String> {
