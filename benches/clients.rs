@@ -422,6 +422,7 @@ fn main() {
             for &kind in &args.kinds {
                 let before = accepted.load(Ordering::Relaxed);
                 let cpu_before = client_cpu();
+                let ticks_before = client_ticks();
                 let start = Instant::now();
                 let (requests, errors) = client_rt.block_on(async {
                     match kind {
@@ -437,6 +438,8 @@ fn main() {
                 });
                 let elapsed = start.elapsed();
                 let cpu = client_cpu().saturating_sub(cpu_before);
+                let ticks = client_ticks();
+                let (user, system) = (ticks.0 - ticks_before.0, ticks.1 - ticks_before.1);
                 // Let the dropped clients' connections close before the next run.
                 std::thread::sleep(Duration::from_millis(50));
                 let connections = accepted.load(Ordering::Relaxed) - before;
@@ -448,12 +451,14 @@ fn main() {
                     cpu,
                 };
                 eprintln!(
-                    "round {} {:>10} c={:<2} {:>9.0} req/s  {:>5.2} us cpu/req  {} requests, {} errors, {} connections",
+                    "round {} {:>10} c={:<2} {:>9.0} req/s  {:>5.2} us cpu/req (user {:.2}, system {:.2})  {} requests, {} errors, {} connections",
                     round + 1,
                     kind.name(),
                     concurrency,
                     run.rate(),
                     run.cpu_per_request_us(),
+                    ticks_per_request_us(user, requests),
+                    ticks_per_request_us(system, requests),
                     requests,
                     errors,
                     connections
@@ -542,6 +547,39 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> String {
         (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
         _ => "-".to_string(),
     }
+}
+
+/// User and system CPU time used so far by the client runtime's threads, in clock ticks
+/// (`/proc/self/task/*/stat`, fields 14 and 15; 100 per second on Linux). Coarse (10 ms), so
+/// only meaningful over runs of a second or more; zeros where not readable.
+fn client_ticks() -> (u64, u64) {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return (0, 0);
+    };
+    let (mut user, mut system) = (0, 0);
+    for task in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        // The name is in parentheses and may contain spaces: the fields follow the last ')'.
+        let Some((name, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        if !name.ends_with("(bench-client") {
+            continue;
+        }
+        // Fields after the name start at field 3 (state): utime and stime are 14 and 15.
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<u64>().ok());
+        user += field(14).unwrap_or(0);
+        system += field(15).unwrap_or(0);
+    }
+    (user, system)
+}
+
+/// Clock ticks (1/100 s) as microseconds per request.
+fn ticks_per_request_us(ticks: u64, requests: u64) -> f64 {
+    ticks as f64 * 1e4 / requests.max(1) as f64
 }
 
 /// CPU time used so far by the client runtime's threads (named `bench-client`), from

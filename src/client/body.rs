@@ -171,9 +171,9 @@ pub(crate) trait Drive: Send {
     fn poll_drive(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), hyper::Error>>;
     /// Closes the connection for `reason` (counted once).
     fn close(&mut self, reason: PoolCloseReason);
-    /// The response ended: waits for hyper to go idle, then returns the socket to the pool
-    /// (or closes it). `Ready` once done.
-    fn poll_finish(&mut self, cx: &mut Context<'_>) -> Poll<()>;
+    /// The response ended: returns the connection to the pool with hyper's state (or closes
+    /// it). The driver's own allocation goes with the connection, for its next request.
+    fn finish(self: Box<Self>);
     /// The identity of the connection's idle signal ([`IdleSignal::id`]), 0 if none.
     fn signal_id(&self) -> usize;
 }
@@ -186,7 +186,9 @@ where
     /// hyper's state and the socket, boxed once per connection and handed back and forth
     /// with the pool without moving it.
     pub(crate) hot: Option<Box<Hot<T>>>,
-    pub(crate) pool: Pool<PoolKey, ClientConn<T>>,
+    /// `None` only while the driver is kept for reuse in [`Hot::spare`] (a pool handle there
+    /// would keep the pool alive through its own idle connection).
+    pub(crate) pool: Option<Pool<PoolKey, ClientConn<T>>>,
     pub(crate) key: Option<PoolKey>,
     pub(crate) history: Option<History<ClientConn<T>>>,
     pub(crate) after: AfterResponse,
@@ -212,11 +214,42 @@ impl<T> Driver<T>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    /// The driver for a request on `hot`: the one its previous request used, if kept.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn for_request(
+        mut hot: Box<Hot<T>>,
+        pool: Pool<PoolKey, ClientConn<T>>,
+        key: PoolKey,
+        history: History<ClientConn<T>>,
+        margin: Option<Duration>,
+        honour_server: bool,
+    ) -> Box<Self> {
+        let spare = hot.spare.take();
+        let fields = Driver {
+            hot: Some(hot),
+            pool: Some(pool),
+            key: Some(key),
+            history: Some(history),
+            after: AfterResponse::Close(PoolCloseReason::Canceled),
+            margin,
+            honour_server,
+            ended: false,
+        };
+        match spare {
+            Some(mut driver) => {
+                // (Emptied when it was kept: nothing is dropped here.)
+                *driver = fields;
+                driver
+            }
+            None => Box::new(fields),
+        }
+    }
+
     pub(crate) fn close_with(&mut self, reason: PoolCloseReason) {
         self.hot = None;
-        if let Some(key) = self.key.take() {
+        if let (Some(key), Some(pool)) = (self.key.take(), self.pool.as_ref()) {
             tracing::debug!(reason = reason.name(), "closing client connection");
-            self.pool.discard(&key, reason);
+            pool.discard(&key, reason);
         }
     }
 
@@ -271,36 +304,34 @@ where
             .map_or(0, |hot| IdleSignal::id(&hot.signal))
     }
 
-    fn poll_finish(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    fn finish(mut self: Box<Self>) {
         if self.key.is_none() {
-            return Poll::Ready(());
+            return;
         }
         let keep_alive = match self.after {
             AfterResponse::Close(reason) => {
                 self.close_with(reason);
-                return Poll::Ready(());
+                return;
             }
             AfterResponse::Reuse { .. } if self.ended => {
                 self.close_with(PoolCloseReason::ServerFin);
-                return Poll::Ready(());
+                return;
             }
             AfterResponse::Reuse { keep_alive } => keep_alive,
         };
-        // hyper's state stays with the socket (hot) until the pool parks it.
-        let Some(hot) = self.hot.take() else {
-            return Poll::Ready(());
-        };
-        let _ = cx;
-        let io = ClientConn::Hot(hot);
         let reuse = self.reuse_hint(keep_alive);
-        let Some(key) = self.key.take() else {
-            return Poll::Ready(());
+        let (Some(mut hot), Some(key), Some(history), Some(pool)) = (
+            self.hot.take(),
+            self.key.take(),
+            self.history.take(),
+            self.pool.take(),
+        ) else {
+            return;
         };
-        let Some(history) = self.history.take() else {
-            return Poll::Ready(());
-        };
-        self.pool.put_back(key, io, history, reuse);
-        Poll::Ready(())
+        // hyper's state stays with the socket (hot) until the pool parks it, and this
+        // allocation with it, emptied, for the next request's driver.
+        hot.spare = Some(self);
+        pool.put_back(key, ClientConn::Hot(hot), history, reuse);
     }
 }
 
@@ -309,9 +340,9 @@ where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     fn drop(&mut self) {
-        if let Some(key) = self.key.take() {
+        if let (Some(key), Some(pool)) = (self.key.take(), self.pool.as_ref()) {
             // Dropped before the response ended: the connection is in doubt.
-            self.pool.discard(&key, PoolCloseReason::Canceled);
+            pool.discard(&key, PoolCloseReason::Canceled);
         }
     }
 }
@@ -346,16 +377,11 @@ impl ResponseBody {
         }
     }
 
-    pub(crate) fn poll_finish_now(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        self.try_finish(cx)
-    }
-
-    fn try_finish(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        if let Some(driver) = self.driver.as_mut() {
-            ready!(driver.poll_finish(cx));
-            self.driver = None;
+    /// The response ended: the connection goes back to the pool (or is closed).
+    pub(crate) fn finish(&mut self) {
+        if let Some(driver) = self.driver.take() {
+            driver.finish();
         }
-        Poll::Ready(())
     }
 }
 
@@ -414,13 +440,12 @@ impl Body for ResponseBody {
                             driver.close(PoolCloseReason::UnexpectedData);
                         }
                     }
-                    ready!(this.try_finish(cx));
+                    this.finish();
                     Poll::Ready(None)
                 }
                 Poll::Ready(Some(Ok(frame))) => {
                     if this.incoming.is_end_stream() && !this.failed {
-                        // Best effort now; the final poll (or drop) completes it.
-                        let _ = this.try_finish(cx);
+                        this.finish();
                     }
                     Poll::Ready(Some(Ok(frame)))
                 }
@@ -447,8 +472,7 @@ impl Body for ResponseBody {
 impl Drop for ResponseBody {
     fn drop(&mut self) {
         if self.driver.is_some() && self.incoming.is_end_stream() && !self.failed {
-            let mut cx = Context::from_waker(std::task::Waker::noop());
-            let _ = self.try_finish(&mut cx);
+            self.finish();
         }
     }
 }

@@ -11,6 +11,7 @@ use hyper::client::conn::http1::{Connection, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use super::body::Driver;
 use super::io::CountingIo;
 use super::pool::Idle;
 use super::stats::PoolCloseReason;
@@ -55,6 +56,11 @@ where
     /// The `Host` header of its last request, reused by the next one to the same authority
     /// (no validation, copy and allocation of the value per request).
     pub(crate) host: Option<http::HeaderValue>,
+    /// What `signal.watcher` holds, kept here too so that it is compared without the lock
+    /// (only [`Idle::poll_idle`] sets it).
+    watcher: Option<Waker>,
+    /// The allocation of its last request's driver, emptied, for the next one.
+    pub(crate) spare: Option<Box<Driver<T>>>,
 }
 
 impl<T> Hot<T>
@@ -76,6 +82,8 @@ where
             signal_waker,
             signalled: false,
             host: None,
+            watcher: None,
+            spare: None,
         }
     }
 
@@ -223,15 +231,15 @@ where
             // polled with the connection's signal, which passes wake-ups on to `cx` while the
             // connection is idle.
             ClientConn::Hot(hot) => {
-                {
-                    let mut watcher = hot
-                        .signal
+                // (The lock only when the watcher changes: a connection returns to the same
+                // group's watcher again and again.)
+                if !hot.watcher.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    let waker = cx.waker().clone();
+                    *hot.signal
                         .watcher
                         .lock()
-                        .unwrap_or_else(|poisoned| poisoned.into_inner());
-                    if !watcher.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                        *watcher = Some(cx.waker().clone());
-                    }
+                        .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(waker.clone());
+                    hot.watcher = Some(waker);
                 }
                 // hyper's registrations are already the signal's and nothing woke it since
                 // (checked after the watcher is set: a wake-up from here on reaches it), and

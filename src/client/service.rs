@@ -257,12 +257,10 @@ where
         B::Data: Send,
         B::Error: Into<BoxError>,
     {
-        let span = request_span(&request);
-        if span.is_disabled() {
+        match request_span(&request) {
+            Some(span) => send(self.inner.clone(), request).instrument(span).await,
             // Nobody listens: no span to enter and leave at every poll.
-            send(self.inner.clone(), request).await
-        } else {
-            send(self.inner.clone(), request).instrument(span).await
+            None => send(self.inner.clone(), request).await,
         }
     }
 }
@@ -283,18 +281,23 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let span = request_span(&request);
-        if span.is_disabled() {
-            Box::pin(send(self.inner.clone(), request))
-        } else {
-            Box::pin(send(self.inner.clone(), request).instrument(span))
+        match request_span(&request) {
+            Some(span) => Box::pin(send(self.inner.clone(), request).instrument(span)),
+            None => Box::pin(send(self.inner.clone(), request)),
         }
     }
 }
 
-/// A `tracing` span per request.
-fn request_span<B>(request: &Request<B>) -> tracing::Span {
-    tracing::debug_span!("request", method = %request.method(), uri = %request.uri())
+/// A `tracing` span per request, `None` when nothing listens at the debug level. (Checked
+/// first: with tracing's `log` feature on, making a span nobody listens to still formats its
+/// fields for `log`.)
+fn request_span<B>(request: &Request<B>) -> Option<tracing::Span> {
+    use tracing::level_filters::{LevelFilter, STATIC_MAX_LEVEL};
+    if tracing::Level::DEBUG > STATIC_MAX_LEVEL || tracing::Level::DEBUG > LevelFilter::current() {
+        return None;
+    }
+    let span = tracing::debug_span!("request", method = %request.method(), uri = %request.uri());
+    (!span.is_disabled()).then_some(span)
 }
 
 /// Why a failed request on a reused connection may not be retried, if it may not.
@@ -411,7 +414,7 @@ where
             }
             None => match retry_head.take() {
                 Some(copy) => {
-                    let mut request = copy.into_request(body.boxed_unsync());
+                    let mut request = copy.into_request(&uri, body.boxed_unsync());
                     let version = request.version();
                     add_headers(request.headers_mut(), version, &uri, host_value(&io));
                     request
@@ -491,33 +494,36 @@ where
     }
 }
 
-/// A copy of a request's head for a retry.
+/// A copy of a request's head for a retry. The target is made again from the URI; empty
+/// headers and extensions (the usual case for both) are not copied.
 struct RetryHead {
     method: Method,
-    uri: Uri,
     version: Version,
-    headers: http::HeaderMap,
-    extensions: http::Extensions,
+    headers: Option<http::HeaderMap>,
+    extensions: Option<http::Extensions>,
 }
 
 impl RetryHead {
     fn of(parts: &http::request::Parts) -> Self {
         RetryHead {
             method: parts.method.clone(),
-            uri: parts.uri.clone(),
             version: parts.version,
-            headers: parts.headers.clone(),
-            extensions: parts.extensions.clone(),
+            headers: (!parts.headers.is_empty()).then(|| parts.headers.clone()),
+            extensions: (!parts.extensions.is_empty()).then(|| parts.extensions.clone()),
         }
     }
 
-    fn into_request<B>(self, body: B) -> Request<B> {
+    fn into_request<B>(self, uri: &Uri, body: B) -> Request<B> {
         let mut request = Request::new(body);
         *request.method_mut() = self.method;
-        *request.uri_mut() = self.uri;
+        *request.uri_mut() = origin_form(uri);
         *request.version_mut() = self.version;
-        *request.headers_mut() = self.headers;
-        *request.extensions_mut() = self.extensions;
+        if let Some(headers) = self.headers {
+            *request.headers_mut() = headers;
+        }
+        if let Some(extensions) = self.extensions {
+            *request.extensions_mut() = extensions;
+        }
         request
     }
 }
@@ -578,16 +584,14 @@ where
         ClientConn::Gone => unreachable!("the pool never hands out a moved connection"),
     };
     let read_before = hot.read.load(Ordering::Relaxed);
-    let mut driver = Driver {
-        hot: Some(hot),
-        pool: inner.pool.clone(),
-        key: Some(key),
-        history: Some(history),
-        after: AfterResponse::Close(PoolCloseReason::Canceled),
-        margin: inner.config.keep_alive_margin,
-        honour_server: inner.config.honour_server_keep_alive,
-        ended: false,
-    };
+    let mut driver = Driver::for_request(
+        hot,
+        inner.pool.clone(),
+        key,
+        history,
+        inner.config.keep_alive_margin,
+        inner.config.honour_server_keep_alive,
+    );
     // A kept hyper state must be ready for the next request. It says so without being polled
     // once it has seen the previous response through (the pool polled it then, and the
     // checkout looked at it): polling it again here would cost a pass of hyper's dispatcher
@@ -696,10 +700,10 @@ where
         response.headers(),
     );
     let (parts, incoming) = response.into_parts();
-    let mut body = ResponseBody::new(incoming, Some(Box::new(driver) as Box<dyn Drive>));
+    let mut body = ResponseBody::new(incoming, Some(driver as Box<dyn Drive>));
     if body.is_end_stream() {
         // No body to read: give the connection back now.
-        poll_fn(|cx| body.poll_finish_now(cx)).await;
+        body.finish();
     }
     Ok(Response::from_parts(parts, body))
 }
