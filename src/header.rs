@@ -142,11 +142,11 @@ pub fn connection_has(headers: &HeaderMap, token: &str) -> bool {
     // (No hashing of the name for a map with nothing in it: most requests a client sends.)
     !headers.is_empty()
         && headers.get_all(CONNECTION).iter().any(|value| {
-        value
-            .as_bytes()
-            .split(|&b| b == b',')
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
-    })
+            value
+                .as_bytes()
+                .split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+        })
 }
 
 #[cfg(test)]

@@ -233,7 +233,11 @@ where
             ClientConn::Hot(hot) => {
                 // (The lock only when the watcher changes: a connection returns to the same
                 // group's watcher again and again.)
-                if !hot.watcher.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                if !hot
+                    .watcher
+                    .as_ref()
+                    .is_some_and(|w| w.will_wake(cx.waker()))
+                {
                     let waker = cx.waker().clone();
                     *hot.signal
                         .watcher

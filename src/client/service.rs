@@ -9,8 +9,9 @@ use http::uri::{PathAndQuery, Uri};
 use http::{Method, Request, Response, Version};
 use http_body::Body;
 use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
+use hyper::body::{Bytes, Incoming};
 use hyper_util::rt::TokioIo;
+use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::Instrument;
 
@@ -20,7 +21,7 @@ use super::conn::{ClientConn, Hot, ReqBody};
 use super::connector::TcpConnector;
 use super::error::{Error, ErrorKind};
 use super::io::CountingIo;
-use super::pool::{Checkout, History, Pool};
+use super::pool::{Checkout, History, Pool, Turn};
 use super::stats::{ClientStats, PoolCloseReason};
 use crate::header::connection_has;
 use crate::BoxError;
@@ -250,18 +251,21 @@ where
         PoolKey::of(uri).map_or(0, |key| self.inner.pool.idle_count(&key))
     }
 
-    /// Sends a request (the same as `Service::call`).
-    pub async fn request<B>(&self, request: Request<B>) -> Result<Response<ResponseBody>, Error>
+    /// Sends a request (the same as `Service::call`, without the box). The future does not
+    /// borrow the client.
+    pub fn request<B>(
+        &self,
+        request: Request<B>,
+    ) -> impl Future<Output = Result<Response<ResponseBody>, Error>> + Send + 'static
     where
         B: Body + Send + 'static,
         B::Data: Send,
         B::Error: Into<BoxError>,
     {
-        match request_span(&request) {
-            Some(span) => send(self.inner.clone(), request).instrument(span).await,
-            // Nobody listens: no span to enter and leave at every poll.
-            None => send(self.inner.clone(), request).await,
-        }
+        // (When nothing listens, the span is `Span::none()`: entering it at every poll costs
+        // next to nothing.)
+        let span = request_span(&request).unwrap_or_else(tracing::Span::none);
+        send(self.inner.clone(), request).instrument(span)
     }
 }
 
@@ -281,10 +285,7 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        match request_span(&request) {
-            Some(span) => Box::pin(send(self.inner.clone(), request).instrument(span)),
-            None => Box::pin(send(self.inner.clone(), request)),
-        }
+        Box::pin(self.request(request))
     }
 }
 
@@ -313,9 +314,34 @@ fn not_replayable(method: &Method) -> Option<&'static str> {
     }
 }
 
-async fn send<C, B>(
+/// Sends a request: the work before the first wait is done here, so that the future keeps
+/// only what it needs (not the request and its parts both).
+fn send<C, B>(
     inner: Arc<Inner<C>>,
     request: Request<B>,
+) -> impl Future<Output = Result<Response<ResponseBody>, Error>> + Send + 'static
+where
+    C: Connect,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let key = PoolKey::of(request.uri());
+    let (mut parts, body) = request.into_parts();
+    // The caller's URI is moved out (not copied) and the origin form sent instead.
+    let origin = origin_form(&parts.uri);
+    let uri = std::mem::replace(&mut parts.uri, origin);
+    let asked_close = connection_has(&parts.headers, "close");
+    send_parts(inner, key, parts, body, uri, asked_close)
+}
+
+async fn send_parts<C, B>(
+    inner: Arc<Inner<C>>,
+    key: Option<PoolKey>,
+    mut parts: http::request::Parts,
+    body: B,
+    uri: Uri,
+    asked_close: bool,
 ) -> Result<Response<ResponseBody>, Error>
 where
     C: Connect,
@@ -323,12 +349,9 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    let key = PoolKey::of(request.uri()).ok_or_else(|| Error::kind_only(ErrorKind::InvalidUri))?;
-    let (mut parts, body) = request.into_parts();
-    // The caller's URI is moved out (not copied) and the origin form sent instead.
-    let origin = origin_form(&parts.uri);
-    let uri = std::mem::replace(&mut parts.uri, origin);
-    let asked_close = connection_has(&parts.headers, "close");
+    let Some(key) = key.as_ref() else {
+        return Err(Error::kind_only(ErrorKind::InvalidUri));
+    };
 
     // Make the body replayable when a retry could be allowed.
     let mut why_not = if inner.config.retry_stale {
@@ -336,121 +359,156 @@ where
     } else {
         Some("retries are turned off")
     };
-    let (mut first_body, replay) = if why_not.is_some() {
-        (Some(RequestBody::Streaming { body }), None)
+    let (body, replay) = if why_not.is_some() {
+        (RequestBody::Streaming { body }, None)
     } else if body.is_end_stream() {
-        (None, Some(Bytes::new()))
+        (
+            RequestBody::Buffered {
+                body: Full::new(Bytes::new()),
+            },
+            Some(Bytes::new()),
+        )
     } else if body
         .size_hint()
         .exact()
         .is_some_and(|n| n <= inner.config.replay_buffer as u64)
     {
-        let bytes = body
-            .collect()
+        // (Boxed: it allocates anyway, and the usual request keeps a small future.)
+        let bytes = Box::pin(body.collect())
             .await
             .map_err(|e| Error::new(ErrorKind::RequestBody, e))?
             .to_bytes();
-        (None, Some(bytes))
-    } else {
-        why_not = Some("the body cannot be replayed");
-        (Some(RequestBody::Streaming { body }), None)
-    };
-
-    let mut head = Some(parts);
-    let mut retry_head = None;
-    for attempt in 0..2 {
-        let body = match (first_body.take(), &replay) {
-            (Some(body), _) => body,
-            (None, Some(bytes)) => RequestBody::Buffered {
+        (
+            RequestBody::Buffered {
                 body: Full::new(bytes.clone()),
             },
-            (None, None) => unreachable!("a streaming body is sent once"),
-        };
-        // A retry goes to a new connection: others pooled may be as stale as the first.
-        // (No future for a checkout that does not wait.)
-        let checkout = match inner.pool.take_or_slot(&key, attempt == 0) {
-            Ok(checkout) => Ok(checkout),
-            Err(turn) => Box::pin(inner.pool.wait_turn(&key, turn)).await,
-        };
-        let (io, history, reused) =
-            match checkout.map_err(|e| Error::new(ErrorKind::PoolTimeout, e))? {
-                Checkout::Reused(pooled) => {
-                    let (io, history) = pooled.into_parts();
-                    (io, history, true)
-                }
-                Checkout::Open(slot) => {
-                    let mut connector = inner.connector.clone();
-                    // Boxed: the usual request, on a pooled connection, then keeps a small
-                    // future.
-                    let connected = Box::pin(async {
-                        poll_fn(|cx| connector.poll_ready(cx)).await?;
-                        connector.call(uri.clone()).await
-                    })
-                    .await;
-                    match connected {
-                        Ok(io) => {
-                            inner.stats.opened();
-                            (ClientConn::Bare(io), slot.into_history(), false)
-                        }
-                        Err(error) => {
-                            inner.pool.discard_unopened(&key);
-                            return Err(Error::new(ErrorKind::Connect, error));
-                        }
-                    }
-                }
-            };
-        // The first attempt sends the caller's head itself (its header map, with room to
-        // spare, is the one hyper then reuses for the response's headers); a copy is kept
-        // only when a retry could follow: a reused connection and a replayable request.
-        let request = match head.take() {
-            Some(mut parts) => {
-                // (Copied before the client's own headers are added: a request with no
-                // headers of its own is copied without an allocation.)
-                if reused && why_not.is_none() {
-                    retry_head = Some(RetryHead::of(&parts));
-                }
-                add_headers(&mut parts.headers, parts.version, &uri, host_value(&io));
-                Request::from_parts(parts, body.boxed_unsync())
-            }
-            None => match retry_head.take() {
-                Some(copy) => {
-                    let mut request = copy.into_request(&uri, body.boxed_unsync());
-                    let version = request.version();
-                    add_headers(request.headers_mut(), version, &uri, host_value(&io));
-                    request
-                }
-                None => unreachable!("a retry follows a kept copy"),
-            },
-        };
-        inner.stats.request(reused);
-        match send_on(
-            &inner,
-            reused,
-            key.clone(),
-            io,
-            history,
-            request,
-            asked_close,
+            Some(bytes),
         )
+    } else {
+        why_not = Some("the body cannot be replayed");
+        (RequestBody::Streaming { body }, None)
+    };
+
+    let (conn, history, reused) = match inner.pool.take_or_slot(key, true) {
+        Ok(Checkout::Reused(pooled)) => {
+            let (io, history) = pooled.into_parts();
+            (io, history, true)
+        }
+        // (No future for a checkout that does not wait or connect.)
+        other => Box::pin(open_or_wait(&inner, key, &uri, other)).await?,
+    };
+    // The caller's head is sent itself (its header map, with room to spare, is the one hyper
+    // then reuses for the response's headers); a copy is kept only when a retry could
+    // follow: a reused connection and a replayable request. (Copied before the client's own
+    // headers are added.)
+    let retry_head = (reused && why_not.is_none()).then(|| RetryHead::of(&parts));
+    add_headers(&mut parts.headers, parts.version, &uri, host_value(&conn));
+    let request = Request::from_parts(parts, body.boxed_unsync());
+    inner.stats.request(reused);
+    let attempt = attempt_on(
+        &inner,
+        reused,
+        key.clone(),
+        conn,
+        history,
+        request,
+        asked_close,
+    );
+    let Failure { error, stale } = match attempt.await {
+        Ok(response) => return Ok(response),
+        Err(failure) => failure,
+    };
+    if !(reused && stale) {
+        return Err(Error::new(ErrorKind::Request, error));
+    }
+    if let Some(why) = why_not {
+        return Err(Error::new(ErrorKind::StaleNotRetried(why), error));
+    }
+    let (Some(head), Some(replay)) = (retry_head, replay) else {
+        return Err(Error::new(ErrorKind::Request, error));
+    };
+    tracing::debug!(%error, "stale pooled connection; retrying on a new one");
+    inner.stats.retry();
+    // (Boxed: a retry is rare, and its state would otherwise sit in every request's future.)
+    Box::pin(retry(inner, key.clone(), uri, head, replay, asked_close)).await
+}
+
+/// The second and last attempt of a request that met a stale pooled connection: on a new
+/// connection (others pooled may be as stale as the first).
+async fn retry<C>(
+    inner: Arc<Inner<C>>,
+    key: PoolKey,
+    uri: Uri,
+    head: RetryHead,
+    replay: Bytes,
+    asked_close: bool,
+) -> Result<Response<ResponseBody>, Error>
+where
+    C: Connect,
+{
+    let checkout = inner.pool.take_or_slot(&key, false);
+    let (conn, history, reused) = open_or_wait(&inner, &key, &uri, checkout).await?;
+    let body = RequestBody::<Full<Bytes>>::Buffered {
+        body: Full::new(replay),
+    };
+    let mut request = head.into_request(&uri, body.boxed_unsync());
+    let version = request.version();
+    add_headers(request.headers_mut(), version, &uri, host_value(&conn));
+    inner.stats.request(reused);
+    attempt_on(&inner, reused, key, conn, history, request, asked_close)
         .await
-        {
-            Ok(response) => return Ok(response),
-            Err(Failure { error, stale }) => {
-                if !(reused && stale) {
-                    return Err(Error::new(ErrorKind::Request, error));
+        .map_err(|failure| Error::new(ErrorKind::Request, failure.error))
+}
+
+/// What [`Pool::take_or_slot`] gives for a client connection.
+type CheckoutOrTurn<T> = Result<Checkout<ClientConn<T>>, Turn<ClientConn<T>>>;
+
+/// A connection to send a request on, its history, and whether it was reused.
+type Opened<T> = (ClientConn<T>, History<ClientConn<T>>, bool);
+
+/// What a checkout that found no idle connection leads to: the wait for a turn at the per-key
+/// limit, then a new connection (or one handed over by another request).
+async fn open_or_wait<C>(
+    inner: &Inner<C>,
+    key: &PoolKey,
+    uri: &Uri,
+    checkout: CheckoutOrTurn<C::Response>,
+) -> Result<Opened<C::Response>, Error>
+where
+    C: Connect,
+{
+    let checkout = match checkout {
+        Ok(checkout) => checkout,
+        Err(turn) => inner
+            .pool
+            .wait_turn(key, turn)
+            .await
+            .map_err(|e| Error::new(ErrorKind::PoolTimeout, e))?,
+    };
+    match checkout {
+        Checkout::Reused(pooled) => {
+            let (io, history) = pooled.into_parts();
+            Ok((io, history, true))
+        }
+        Checkout::Open(slot) => {
+            let mut connector = inner.connector.clone();
+            let connected = async {
+                poll_fn(|cx| connector.poll_ready(cx)).await?;
+                connector.call(uri.clone()).await
+            }
+            .await;
+            match connected {
+                Ok(io) => {
+                    inner.stats.opened();
+                    Ok((ClientConn::Bare(io), slot.into_history(), false))
                 }
-                if let Some(why) = why_not {
-                    return Err(Error::new(ErrorKind::StaleNotRetried(why), error));
+                Err(error) => {
+                    inner.pool.discard_unopened(key);
+                    Err(Error::new(ErrorKind::Connect, error))
                 }
-                if attempt == 1 {
-                    return Err(Error::new(ErrorKind::Request, error));
-                }
-                tracing::debug!(%error, "stale pooled connection; retrying on a new one");
-                inner.stats.retry();
             }
         }
     }
-    unreachable!("the second attempt always returns")
 }
 
 /// The headers the client adds to a request: `Host` (when missing) and, on an HTTP/1.0
@@ -499,7 +557,8 @@ where
 struct RetryHead {
     method: Method,
     version: Version,
-    headers: Option<http::HeaderMap>,
+    /// (Boxed: the copy allocates anyway, and every request's future has room for this.)
+    headers: Option<Box<http::HeaderMap>>,
     extensions: Option<http::Extensions>,
 }
 
@@ -508,7 +567,7 @@ impl RetryHead {
         RetryHead {
             method: parts.method.clone(),
             version: parts.version,
-            headers: (!parts.headers.is_empty()).then(|| parts.headers.clone()),
+            headers: (!parts.headers.is_empty()).then(|| Box::new(parts.headers.clone())),
             extensions: (!parts.extensions.is_empty()).then(|| parts.extensions.clone()),
         }
     }
@@ -519,7 +578,7 @@ impl RetryHead {
         *request.uri_mut() = origin_form(uri);
         *request.version_mut() = self.version;
         if let Some(headers) = self.headers {
-            *request.headers_mut() = headers;
+            *request.headers_mut() = *headers;
         }
         if let Some(extensions) = self.extensions {
             *request.extensions_mut() = extensions;
@@ -546,19 +605,99 @@ impl std::fmt::Display for ClosedBeforeResponse {
 
 impl std::error::Error for ClosedBeforeResponse {}
 
-async fn send_on<C>(
-    inner: &Inner<C>,
+/// One attempt of a request on a connection. On a kept hyper state that is ready (the usual
+/// request) the request goes out now and the attempt is an [`Exchange`]; otherwise (a new
+/// connection's handshake, or a state to drive until ready) it is a boxed future that does
+/// that first.
+fn attempt_on<C>(
+    inner: &Arc<Inner<C>>,
     reused: bool,
     key: PoolKey,
     conn: ClientConn<C::Response>,
     history: History<ClientConn<C::Response>>,
     request: Request<ReqBody>,
     asked_close: bool,
-) -> Result<Response<ResponseBody>, Failure>
+) -> Attempt<C::Response, impl Future<Output = hyper::Result<Response<Incoming>>> + Send>
 where
     C: Connect,
 {
-    let head_request = request.method() == Method::HEAD;
+    // A kept hyper state that has seen the previous response through says it is ready
+    // without being polled (the pool polled it then, and the checkout looked at it): polling
+    // it again here would cost a pass of hyper's dispatcher and register this task where the
+    // request is about to be sent (a wake-up of its own).
+    match conn {
+        ClientConn::Hot(hot) if hot.tx.is_ready() => {
+            let driver = Driver::for_request(
+                hot,
+                inner.pool.clone(),
+                key,
+                history,
+                inner.config.keep_alive_margin,
+                inner.config.honour_server_keep_alive,
+            );
+            Attempt::Now {
+                exchange: Exchange::start(driver, request, reused, asked_close),
+            }
+        }
+        conn => {
+            let inner = inner.clone();
+            Attempt::Later {
+                future: Box::pin(async move {
+                    let driver = prepare(&inner, reused, key, conn, history).await?;
+                    Exchange::start(driver, request, reused, asked_close).await
+                }),
+            }
+        }
+    }
+}
+
+/// A response on its way, or a failure.
+type AttemptResult = Result<Response<ResponseBody>, Failure>;
+
+pin_project! {
+    /// See [`attempt_on`].
+    #[project = AttemptProj]
+    enum Attempt<T, F>
+    where
+        T: AsyncRead,
+        T: AsyncWrite,
+        T: Unpin,
+        T: Send,
+        T: 'static,
+    {
+        Now { #[pin] exchange: Exchange<T, F> },
+        Later { future: Pin<Box<dyn Future<Output = AttemptResult> + Send>> },
+    }
+}
+
+impl<T, F> Future for Attempt<T, F>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    F: Future<Output = hyper::Result<Response<Incoming>>>,
+{
+    type Output = AttemptResult;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<AttemptResult> {
+        match self.project() {
+            AttemptProj::Now { exchange } => exchange.poll(cx),
+            AttemptProj::Later { future } => future.as_mut().poll(cx),
+        }
+    }
+}
+
+/// hyper's state for a request on `conn`: made (the handshake) on a bare socket, and driven
+/// until ready when it is not yet; a dead connection says so here (an error, or its end,
+/// after which it would never become ready).
+async fn prepare<C>(
+    inner: &Inner<C>,
+    reused: bool,
+    key: PoolKey,
+    conn: ClientConn<C::Response>,
+    history: History<ClientConn<C::Response>>,
+) -> Result<Box<Driver<C::Response>>, Failure>
+where
+    C: Connect,
+{
     // A hyper state built just now takes its first request without being polled.
     let fresh = matches!(conn, ClientConn::Bare(_));
     let hot = match conn {
@@ -569,8 +708,7 @@ where
                 inner: io,
                 read: read.clone(),
             });
-            // Boxed, like the connect: the usual request reuses hyper's state.
-            match Box::pin(hyper::client::conn::http1::handshake::<_, ReqBody>(io)).await {
+            match hyper::client::conn::http1::handshake::<_, ReqBody>(io).await {
                 Ok((tx, conn)) => Box::new(Hot::new(tx, conn, read)),
                 Err(error) => {
                     inner.pool.discard(&key, PoolCloseReason::Error);
@@ -592,12 +730,6 @@ where
         inner.config.keep_alive_margin,
         inner.config.honour_server_keep_alive,
     );
-    // A kept hyper state must be ready for the next request. It says so without being polled
-    // once it has seen the previous response through (the pool polled it then, and the
-    // checkout looked at it): polling it again here would cost a pass of hyper's dispatcher
-    // and register this task where the request is about to be sent (a wake-up of its own).
-    // Otherwise it is driven until ready; a dead connection says so here: an error, or its
-    // end, after which it would never become ready.
     let ready = if fresh || driver.hot.as_ref().is_some_and(|hot| hot.tx.is_ready()) {
         Ok(())
     } else {
@@ -625,32 +757,89 @@ where
         });
         return Err(Failure { error, stale });
     }
-    if let Some(hot) = driver.hot.as_mut() {
+    Ok(driver)
+}
+
+pin_project! {
+    /// A request sent on a ready hyper state, until its response head: drives the connection
+    /// from this task (hyper answers only while it is driven), then hands the connection to
+    /// the response body, which returns it to the pool when it ends.
+    struct Exchange<T, F>
+    where
+        T: AsyncRead,
+        T: AsyncWrite,
+        T: Unpin,
+        T: Send,
+        T: 'static,
+    {
+        driver: Option<Box<Driver<T>>>,
+        #[pin]
+        response: F,
+        read_before: u64,
+        reused: bool,
+        asked_close: bool,
+        head_request: bool,
+        written: bool,
+    }
+}
+
+impl<T> Exchange<T, ()>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    /// Sends `request` on the driver's (ready) hyper state.
+    fn start(
+        mut driver: Box<Driver<T>>,
+        request: Request<ReqBody>,
+        reused: bool,
+        asked_close: bool,
+    ) -> Exchange<T, impl Future<Output = hyper::Result<Response<Incoming>>> + Send> {
+        let head_request = request.method() == Method::HEAD;
+        let Some(hot) = driver.hot.as_mut() else {
+            unreachable!("a new driver holds its connection");
+        };
+        let read_before = hot.read.load(Ordering::Relaxed);
         if hot.host.is_none() {
             hot.host = request.headers().get(HOST).cloned();
         }
+        let response = hot.tx.send_request(request);
+        Exchange {
+            driver: Some(driver),
+            response,
+            read_before,
+            reused,
+            asked_close,
+            head_request,
+            written: false,
+        }
     }
-    let Some(hot) = driver.hot.as_mut() else {
-        unreachable!("set above and only taken on failure");
-    };
-    let mut response_future = std::pin::pin!(hot.tx.send_request(request));
-    // The connection first (it writes the request, reads the response and hands it to the
-    // response future), then the response future in the same poll: no extra wake-up.
-    //
-    // hyper answers only while this task drives the connection, so the response future is
-    // polled without registering the task: its answer would otherwise wake the task while it
-    // runs, and poll everything again for nothing. For the same reason, once the request is
-    // written, a wake-up (the response arriving) first drives the connection without
-    // registering the task: hyper then hands the body over to a sender that would wake this
-    // task again when the body is read. Only if the response is not complete is it driven
-    // again with the task's waker, so that the task waits on what hyper waits on.
-    let mut written = false;
-    let result = poll_fn(|cx| {
-        let passes = if written { 2 } else { 1 };
-        written = true;
+}
+
+impl<T, F> Future for Exchange<T, F>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    F: Future<Output = hyper::Result<Response<Incoming>>>,
+{
+    type Output = AttemptResult;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<AttemptResult> {
+        let mut this = self.project();
+        // The connection first (it writes the request, reads the response and hands it to the
+        // response future), then the response future in the same poll: no extra wake-up.
+        //
+        // hyper answers only while this task drives the connection, so the response future is
+        // polled without registering the task: its answer would otherwise wake the task while
+        // it runs, and poll everything again for nothing. For the same reason, once the
+        // request is written, a wake-up (the response arriving) first drives the connection
+        // without registering the task: hyper then hands the body over to a sender that would
+        // wake this task again when the body is read. Only if the response is not complete is
+        // it driven again with the task's waker, so that the task waits on what hyper waits on.
+        let passes = if *this.written { 2 } else { 1 };
+        *this.written = true;
+        let mut result = None;
         for pass in (0..passes).rev() {
             let mut failed = None;
-            if let Some(hot) = driver.hot.as_mut() {
+            if let Some(hot) = this.driver.as_mut().and_then(|driver| driver.hot.as_mut()) {
                 // The first pass registers the connection's signal (nobody is woken by it
                 // while the connection is in use), so that a return to the pool right after
                 // finds hyper registered already.
@@ -667,45 +856,52 @@ where
                 }
             }
             let mut noop = Context::from_waker(std::task::Waker::noop());
-            if let Poll::Ready(result) = response_future.as_mut().poll(&mut noop) {
+            if let Poll::Ready(answer) = this.response.as_mut().poll(&mut noop) {
                 // After a connection failure it reports the same failure.
-                return Poll::Ready(result.map_err(BoxError::from));
+                result = Some(answer.map_err(BoxError::from));
+                break;
             }
             if let Some(error) = failed {
-                return Poll::Ready(Err(error));
+                result = Some(Err(error));
+                break;
             }
         }
-        Poll::Pending
-    })
-    .await;
-    let response = match result {
-        Ok(response) => response,
-        Err(error) => {
-            let stale = read_since(&driver, read_before) == Some(0);
-            // A reused connection that failed before any response byte was dead on arrival
-            // (the server closed it while it sat idle): counted apart from real errors.
-            driver.close_with(if stale && reused {
-                PoolCloseReason::Stale
-            } else {
-                PoolCloseReason::Error
-            });
-            return Err(Failure { error, stale });
+        let Some(result) = result else {
+            return Poll::Pending;
+        };
+        let Some(mut driver) = this.driver.take() else {
+            unreachable!("an exchange is not polled after it is done");
+        };
+        let response = match result {
+            Ok(response) => response,
+            Err(error) => {
+                let stale = read_since(&driver, *this.read_before) == Some(0);
+                // A reused connection that failed before any response byte was dead on
+                // arrival (the server closed it while it sat idle): counted apart from real
+                // errors.
+                driver.close_with(if stale && *this.reused {
+                    PoolCloseReason::Stale
+                } else {
+                    PoolCloseReason::Error
+                });
+                return Poll::Ready(Err(Failure { error, stale }));
+            }
+        };
+        driver.after = AfterResponse::decide(
+            *this.asked_close,
+            *this.head_request,
+            response.version(),
+            response.status(),
+            response.headers(),
+        );
+        let (parts, incoming) = response.into_parts();
+        let mut body = ResponseBody::new(incoming, Some(driver as Box<dyn Drive>));
+        if body.is_end_stream() {
+            // No body to read: give the connection back now.
+            body.finish();
         }
-    };
-    driver.after = AfterResponse::decide(
-        asked_close,
-        head_request,
-        response.version(),
-        response.status(),
-        response.headers(),
-    );
-    let (parts, incoming) = response.into_parts();
-    let mut body = ResponseBody::new(incoming, Some(driver as Box<dyn Drive>));
-    if body.is_end_stream() {
-        // No body to read: give the connection back now.
-        body.finish();
+        Poll::Ready(Ok(Response::from_parts(parts, body)))
     }
-    Ok(Response::from_parts(parts, body))
 }
 
 /// Bytes read on the driver's connection since `before` (`None` once it is gone: not known,
