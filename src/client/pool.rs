@@ -400,6 +400,9 @@ pub enum Checkout<T> {
     Open(Slot),
 }
 
+/// A checkout done at once, or the place in the queue where it waits.
+pub(crate) type CheckoutNow<T> = Result<Checkout<T>, Turn<T>>;
+
 /// A checkout's place in the queue of its key, at the per-key limit.
 pub(crate) struct Turn<T>(oneshot::Receiver<Handoff<T>>);
 
@@ -569,12 +572,43 @@ where
     /// The checkout without its wait: an idle connection or a slot now, or the place in the
     /// queue of a checkout that must wait (see [`Pool::wait_turn`]). No future for the usual
     /// checkout.
-    pub(crate) fn take_or_slot(&self, key: &K, reuse_idle: bool) -> Result<Checkout<T>, Turn<T>> {
+    pub(crate) fn take_or_slot(&self, key: &K, reuse_idle: bool) -> CheckoutNow<T> {
+        let mut guard = lock(&self.shared.state);
+        let h = guard.host_index(key);
+        self.take_at(guard, h, reuse_idle)
+    }
+
+    /// [`take_or_slot`](Self::take_or_slot) for a key that `same` recognises (tried on the
+    /// key looked up last, which spares making the key: the usual case) or that `make` makes;
+    /// `None` when `make` finds no key. Returns the key with the checkout.
+    pub(crate) fn take_or_slot_for(
+        &self,
+        same: impl FnOnce(&K) -> bool,
+        make: impl FnOnce() -> Option<K>,
+        reuse_idle: bool,
+    ) -> Option<(K, CheckoutNow<T>)> {
+        let mut guard = lock(&self.shared.state);
+        let (key, h) = match &guard.last {
+            Some((last, h)) if same(last) => (last.clone(), *h),
+            _ => {
+                let key = make()?;
+                let h = guard.host_index(&key);
+                (key, h)
+            }
+        };
+        Some((key, self.take_at(guard, h, reuse_idle)))
+    }
+
+    /// The checkout for the host at `h`, with the lock held.
+    fn take_at(
+        &self,
+        mut guard: MutexGuard<'_, State<K, T>>,
+        h: usize,
+        reuse_idle: bool,
+    ) -> CheckoutNow<T> {
         let mut dead = Vec::new();
         let waiter = {
-            let mut guard = lock(&self.shared.state);
             let state = &mut *guard;
-            let h = state.host_index(key);
             let mut found = None;
             // (A new slot leaves the idle connections where they are.)
             while let Some(place) = if reuse_idle {

@@ -21,7 +21,7 @@ use super::conn::{ClientConn, Hot, ReqBody};
 use super::connector::TcpConnector;
 use super::error::{Error, ErrorKind};
 use super::io::CountingIo;
-use super::pool::{Checkout, History, Pool, Turn};
+use super::pool::{Checkout, CheckoutNow, History, Pool};
 use super::stats::{ClientStats, PoolCloseReason};
 use crate::header::connection_has;
 use crate::BoxError;
@@ -121,6 +121,18 @@ impl PoolKey {
             host,
             host_hash,
         })
+    }
+
+    /// Whether `uri` has this key: the same scheme and the very same authority (cheaper than
+    /// making its key; an authority written differently makes a key of its own to compare).
+    fn is_key_of(&self, uri: &Uri) -> bool {
+        uri.authority()
+            .is_some_and(|authority| authority.as_str() == self.authority.as_str())
+            && match uri.scheme_str() {
+                Some("http") => !self.https,
+                Some("https") => self.https,
+                _ => false,
+            }
     }
 
     fn host(&self) -> &[u8] {
@@ -326,18 +338,16 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    let key = PoolKey::of(request.uri());
     let (mut parts, body) = request.into_parts();
     // The caller's URI is moved out (not copied) and the origin form sent instead.
     let origin = origin_form(&parts.uri);
     let uri = std::mem::replace(&mut parts.uri, origin);
     let asked_close = connection_has(&parts.headers, "close");
-    send_parts(inner, key, parts, body, uri, asked_close)
+    send_parts(inner, parts, body, uri, asked_close)
 }
 
 async fn send_parts<C, B>(
     inner: Arc<Inner<C>>,
-    key: Option<PoolKey>,
     mut parts: http::request::Parts,
     body: B,
     uri: Uri,
@@ -349,10 +359,6 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    let Some(key) = key.as_ref() else {
-        return Err(Error::kind_only(ErrorKind::InvalidUri));
-    };
-
     // Make the body replayable when a retry could be allowed.
     let mut why_not = if inner.config.retry_stale {
         not_replayable(&parts.method)
@@ -389,13 +395,21 @@ where
         (RequestBody::Streaming { body }, None)
     };
 
-    let (conn, history, reused) = match inner.pool.take_or_slot(key, true) {
+    // The key is made only when the URI is not that of the last key looked up.
+    let Some((key, checkout)) =
+        inner
+            .pool
+            .take_or_slot_for(|last| last.is_key_of(&uri), || PoolKey::of(&uri), true)
+    else {
+        return Err(Error::kind_only(ErrorKind::InvalidUri));
+    };
+    let (conn, history, reused) = match checkout {
         Ok(Checkout::Reused(pooled)) => {
             let (io, history) = pooled.into_parts();
             (io, history, true)
         }
         // (No future for a checkout that does not wait or connect.)
-        other => Box::pin(open_or_wait(&inner, key, &uri, other)).await?,
+        other => Box::pin(open_or_wait(&inner, &key, &uri, other)).await?,
     };
     // The caller's head is sent itself (its header map, with room to spare, is the one hyper
     // then reuses for the response's headers); a copy is kept only when a retry could
@@ -430,7 +444,7 @@ where
     tracing::debug!(%error, "stale pooled connection; retrying on a new one");
     inner.stats.retry();
     // (Boxed: a retry is rare, and its state would otherwise sit in every request's future.)
-    Box::pin(retry(inner, key.clone(), uri, head, replay, asked_close)).await
+    Box::pin(retry(inner, key, uri, head, replay, asked_close)).await
 }
 
 /// The second and last attempt of a request that met a stale pooled connection: on a new
@@ -461,7 +475,7 @@ where
 }
 
 /// What [`Pool::take_or_slot`] gives for a client connection.
-type CheckoutOrTurn<T> = Result<Checkout<ClientConn<T>>, Turn<ClientConn<T>>>;
+type CheckoutOrTurn<T> = CheckoutNow<ClientConn<T>>;
 
 /// A connection to send a request on, its history, and whether it was reused.
 type Opened<T> = (ClientConn<T>, History<ClientConn<T>>, bool);
@@ -519,7 +533,8 @@ fn add_headers(
     uri: &Uri,
     last_host: Option<&HeaderValue>,
 ) {
-    if !headers.contains_key(HOST) {
+    // (A map with nothing in it has no Host: no hashing of the name to find out.)
+    if headers.is_empty() || !headers.contains_key(HOST) {
         if let Some(authority) = uri.authority() {
             // Host and port only: never the userinfo (RFC 9112, section 3.2).
             let host = authority
