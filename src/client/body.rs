@@ -16,7 +16,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
 use super::conn::{ClientConn, Hot, IdleSignal};
-use super::pool::{History, Pool, Reuse};
+use super::pool::{History, HostId, Pool, Reuse};
 use super::service::PoolKey;
 use super::stats::PoolCloseReason;
 use crate::header::{KeepAliveParams, KEEP_ALIVE};
@@ -189,7 +189,8 @@ where
     /// `None` only while the driver is kept for reuse in [`Hot::spare`] (a pool handle there
     /// would keep the pool alive through its own idle connection).
     pub(crate) pool: Option<Pool<PoolKey, ClientConn<T>>>,
-    pub(crate) key: Option<PoolKey>,
+    /// The host's place in the pool; `None` once the connection went back or was closed.
+    pub(crate) host: Option<HostId>,
     pub(crate) history: Option<History<ClientConn<T>>>,
     pub(crate) after: AfterResponse,
     pub(crate) margin: Option<Duration>,
@@ -219,7 +220,7 @@ where
     pub(crate) fn for_request(
         mut hot: Box<Hot<T>>,
         pool: Pool<PoolKey, ClientConn<T>>,
-        key: PoolKey,
+        host: HostId,
         history: History<ClientConn<T>>,
         margin: Option<Duration>,
         honour_server: bool,
@@ -228,7 +229,7 @@ where
         let fields = Driver {
             hot: Some(hot),
             pool: Some(pool),
-            key: Some(key),
+            host: Some(host),
             history: Some(history),
             after: AfterResponse::Close(PoolCloseReason::Canceled),
             margin,
@@ -247,9 +248,9 @@ where
 
     pub(crate) fn close_with(&mut self, reason: PoolCloseReason) {
         self.hot = None;
-        if let (Some(key), Some(pool)) = (self.key.take(), self.pool.as_ref()) {
+        if let (Some(host), Some(pool)) = (self.host.take(), self.pool.as_ref()) {
             tracing::debug!(reason = reason.name(), "closing client connection");
-            pool.discard(&key, reason);
+            pool.discard_at(host, reason);
         }
     }
 
@@ -305,7 +306,7 @@ where
     }
 
     fn finish(mut self: Box<Self>) {
-        if self.key.is_none() {
+        if self.host.is_none() {
             return;
         }
         let keep_alive = match self.after {
@@ -320,9 +321,9 @@ where
             AfterResponse::Reuse { keep_alive } => keep_alive,
         };
         let reuse = self.reuse_hint(keep_alive);
-        let (Some(mut hot), Some(key), Some(history), Some(pool)) = (
+        let (Some(mut hot), Some(host), Some(history), Some(pool)) = (
             self.hot.take(),
-            self.key.take(),
+            self.host.take(),
             self.history.take(),
             self.pool.take(),
         ) else {
@@ -331,7 +332,7 @@ where
         // hyper's state stays with the socket (hot) until the pool parks it, and this
         // allocation with it, emptied, for the next request's driver.
         hot.spare = Some(self);
-        pool.put_back(key, ClientConn::Hot(hot), history, reuse);
+        pool.put_back_at(host, ClientConn::Hot(hot), history, reuse);
     }
 }
 
@@ -340,9 +341,9 @@ where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     fn drop(&mut self) {
-        if let (Some(key), Some(pool)) = (self.key.take(), self.pool.as_ref()) {
+        if let (Some(host), Some(pool)) = (self.host.take(), self.pool.as_ref()) {
             // Dropped before the response ended: the connection is in doubt.
-            pool.discard(&key, PoolCloseReason::Canceled);
+            pool.discard_at(host, PoolCloseReason::Canceled);
         }
     }
 }

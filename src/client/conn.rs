@@ -97,8 +97,12 @@ where
     /// connection's signal, which wakes nobody while it is in use and the pool's watcher once
     /// it is idle; a return to the pool right after needs no poll of its own then.
     pub(crate) fn poll_conn_signalled(&mut self) -> Poll<Result<(), hyper::Error>> {
-        // Cleared before the poll: a wake-up from here on is recorded.
-        self.signal.woken.store(false, Ordering::SeqCst);
+        // Cleared before the poll: a wake-up from here on is recorded. (Already clear: the
+        // store that cleared it orders this poll the same way, and a store now would only
+        // cost a locked instruction.)
+        if self.signal.woken.load(Ordering::SeqCst) {
+            self.signal.woken.store(false, Ordering::SeqCst);
+        }
         let mut signal_cx = Context::from_waker(&self.signal_waker);
         let polled = self.conn.poll_without_shutdown(&mut signal_cx);
         // Only a connection still waiting is registered; one that ended (a FIN with the
@@ -157,7 +161,9 @@ impl std::task::Wake for IdleSignal {
         if BODY_POLL.with(|cell| cell.get()) == IdleSignal::id(self) {
             return;
         }
-        self.woken.store(true, Ordering::SeqCst);
+        if !self.woken.load(Ordering::SeqCst) {
+            self.woken.store(true, Ordering::SeqCst);
+        }
         if self.idle.load(Ordering::SeqCst) {
             let watcher = self
                 .watcher

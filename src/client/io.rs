@@ -23,8 +23,10 @@ impl<T: AsyncRead + Unpin> AsyncRead for CountingIo<T> {
         let result = Pin::new(&mut self.inner).poll_read(cx, buf);
         let n = buf.filled().len() - before;
         if n > 0 {
+            // (Only this side writes it: a load and a store, no read-modify-write.)
+            let read = self.read.load(std::sync::atomic::Ordering::Relaxed);
             self.read
-                .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                .store(read + n as u64, std::sync::atomic::Ordering::Relaxed);
         }
         result
     }

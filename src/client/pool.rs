@@ -329,6 +329,8 @@ struct State<K, T> {
     /// Free places of `cells`, the most recently freed last.
     free: Vec<u32>,
     groups: Vec<Group>,
+    /// Connections idle in `cells`.
+    idle: u64,
 }
 
 /// An idle connection in its place.
@@ -400,6 +402,18 @@ pub enum Checkout<T> {
     Open(Slot),
 }
 
+/// A host of the pool by its place (hosts are never removed): for the crate's own client,
+/// which then needs no key after the checkout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HostId(usize);
+
+/// A host named by its key or by its place.
+#[derive(Clone, Copy)]
+enum HostRef<'a, K> {
+    Key(&'a K),
+    Id(HostId),
+}
+
 /// A checkout done at once, or the place in the queue where it waits.
 pub(crate) type CheckoutNow<T> = Result<Checkout<T>, Turn<T>>;
 
@@ -447,6 +461,7 @@ impl<K, T> State<K, T> {
             cells: Vec::new(),
             free: Vec::new(),
             groups: Vec::new(),
+            idle: 0,
         }
     }
 }
@@ -565,7 +580,7 @@ where
             Ok(checkout) => Ok(checkout),
             // The wait (with its timer) is boxed: the usual checkout, which never waits, then
             // keeps a small future.
-            Err(wait) => Box::pin(self.wait(key, wait.0)).await,
+            Err(wait) => Box::pin(self.wait(HostRef::Key(key), wait.0)).await,
         }
     }
 
@@ -580,23 +595,29 @@ where
 
     /// [`take_or_slot`](Self::take_or_slot) for a key that `same` recognises (tried on the
     /// key looked up last, which spares making the key: the usual case) or that `make` makes;
-    /// `None` when `make` finds no key. Returns the key with the checkout.
+    /// `None` when `make` finds no key. Returns the key's [`HostId`] with the checkout: what
+    /// follows (the return, a discard, a wait, a retry) names the host by it, without the key.
     pub(crate) fn take_or_slot_for(
         &self,
         same: impl FnOnce(&K) -> bool,
         make: impl FnOnce() -> Option<K>,
         reuse_idle: bool,
-    ) -> Option<(K, CheckoutNow<T>)> {
+    ) -> Option<(HostId, CheckoutNow<T>)> {
         let mut guard = lock(&self.shared.state);
-        let (key, h) = match &guard.last {
-            Some((last, h)) if same(last) => (last.clone(), *h),
+        let h = match &guard.last {
+            Some((last, h)) if same(last) => *h,
             _ => {
                 let key = make()?;
-                let h = guard.host_index(&key);
-                (key, h)
+                guard.host_index(&key)
             }
         };
-        Some((key, self.take_at(guard, h, reuse_idle)))
+        Some((HostId(h), self.take_at(guard, h, reuse_idle)))
+    }
+
+    /// [`take_or_slot`](Self::take_or_slot) for a host named by its [`HostId`].
+    pub(crate) fn take_or_slot_at(&self, host: HostId, reuse_idle: bool) -> CheckoutNow<T> {
+        let guard = lock(&self.shared.state);
+        self.take_at(guard, host.0, reuse_idle)
     }
 
     /// The checkout for the host at `h`, with the lock held.
@@ -620,7 +641,8 @@ where
                     continue;
                 };
                 state.free.push(place);
-                self.shared.stats.idle_changed(false, 1);
+                state.idle = state.idle.saturating_sub(1);
+                self.shared.stats.idle_changed(false, 1, state.idle);
                 let Cell { mut io, meta, .. } = cell;
                 // A FIN or bytes may have arrived since the watcher last ran (it runs only
                 // when scheduled): one look now, so a dead connection is never handed out;
@@ -674,16 +696,16 @@ where
     /// Waits for the turn [`take_or_slot`](Self::take_or_slot) gave.
     pub(crate) async fn wait_turn(
         &self,
-        key: &K,
+        host: HostId,
         turn: Turn<T>,
     ) -> Result<Checkout<T>, WaitTimeout> {
-        self.wait(key, turn.0).await
+        self.wait(HostRef::Id(host), turn.0).await
     }
 
     /// Waits at the per-key limit for a connection coming back or a place freed.
     async fn wait(
         &self,
-        key: &K,
+        host: HostRef<'_, K>,
         mut waiter: oneshot::Receiver<Handoff<T>>,
     ) -> Result<Checkout<T>, WaitTimeout> {
         match tokio::time::timeout(self.shared.config.wait_timeout, &mut waiter).await {
@@ -697,9 +719,9 @@ where
                 waiter.close();
                 match waiter.try_recv() {
                     Ok(Handoff::Conn(io, history)) => {
-                        self.park(key.clone(), io, history, Reuse::default(), false)
+                        self.park(host, io, history, Reuse::default(), false)
                     }
-                    Ok(Handoff::Open) => self.release(key),
+                    Ok(Handoff::Open) => self.release(host),
                     Err(_) => {}
                 }
                 Err(WaitTimeout)
@@ -719,18 +741,23 @@ where
     /// Returns a connection after a use, with its [`History`] (from [`Pooled::into_parts`] or
     /// [`Slot::into_history`]), so age, uses and the server's limits carry over.
     pub fn put_back(&self, key: K, io: T, history: History<T>, reuse: Reuse) {
-        self.park(key, io, history, reuse, true);
+        self.park(HostRef::Key(&key), io, history, reuse, true);
+    }
+
+    /// [`put_back`](Self::put_back) to a host named by its [`HostId`].
+    pub(crate) fn put_back_at(&self, host: HostId, io: T, history: History<T>, reuse: Reuse) {
+        self.park(HostRef::Id(host), io, history, reuse, true);
     }
 
     /// Returns a connection without history (counted as new, used once).
     pub fn put(&self, key: K, io: T, reuse: Reuse) {
         let history = History::new(Meta::new(Instant::now()));
-        self.park(key, io, history, reuse, true);
+        self.park(HostRef::Key(&key), io, history, reuse, true);
     }
 
     /// Hands the connection to a waiter, or parks it idle in a place of the table, or closes
     /// it.
-    fn park(&self, key: K, io: T, history: History<T>, reuse: Reuse, used: bool) {
+    fn park(&self, host: HostRef<'_, K>, io: T, history: History<T>, reuse: Reuse, used: bool) {
         let config = &self.shared.config;
         let now = Instant::now();
         let mut meta = history.meta;
@@ -771,7 +798,10 @@ where
 
         let mut guard = lock(&self.shared.state);
         let state = &mut *guard;
-        let h = state.host_index(&key);
+        let h = match host {
+            HostRef::Key(key) => state.host_index(key),
+            HostRef::Id(HostId(h)) => h,
+        };
         if let Some(reason) = retire {
             release_place(&mut state.hosts[h]);
             drop(guard);
@@ -830,7 +860,8 @@ where
         let due = cell.due();
         state.cells[place] = Some(cell);
         state.hosts[h].idle.push(place as u32);
-        self.shared.stats.idle_changed(true, 1);
+        state.idle += 1;
+        self.shared.stats.idle_changed(true, 1, state.idle);
         // The group's timer only needs moving when this deadline is earlier, or when it went
         // off (or was never set).
         let spawn = !group.started;
@@ -852,23 +883,33 @@ where
 impl<K: Eq + Hash, T> Pool<K, T> {
     /// A connect for `key` failed: counted as closed by error, and its place goes to the
     /// next waiter.
-    pub(crate) fn discard_unopened(&self, key: &K) {
+    pub(crate) fn discard_unopened(&self, host: HostId) {
         self.shared.stats.connect_failed();
-        self.release(key);
+        self.release(HostRef::Id(host));
     }
 
     /// A connection of `key` closed instead of coming back (error, server said close): counts
     /// it and gives its place to the next waiter.
     pub fn discard(&self, key: &K, reason: PoolCloseReason) {
         self.shared.stats.closed(reason);
-        self.release(key);
+        self.release(HostRef::Key(key));
     }
 
-    /// Gives back the place of a connection of `key` that was never opened or is gone.
-    fn release(&self, key: &K) {
+    /// [`discard`](Self::discard) for a host named by its [`HostId`].
+    pub(crate) fn discard_at(&self, host: HostId, reason: PoolCloseReason) {
+        self.shared.stats.closed(reason);
+        self.release(HostRef::Id(host));
+    }
+
+    /// Gives back the place of a connection of the host that was never opened or is gone.
+    fn release(&self, host: HostRef<'_, K>) {
         let mut state = lock(&self.shared.state);
-        if let Some(h) = state.find_host(key) {
-            release_place(&mut state.hosts[h]);
+        let h = match host {
+            HostRef::Key(key) => state.find_host(key),
+            HostRef::Id(HostId(h)) => Some(h),
+        };
+        if let Some(host) = h.and_then(|h| state.hosts.get_mut(h)) {
+            release_place(host);
         }
     }
 }
@@ -938,7 +979,8 @@ where
                 match close {
                     Some(reason) => {
                         if let Some(cell) = state.evict(place) {
-                            shared.stats.idle_changed(false, 1);
+                            state.idle = state.idle.saturating_sub(1);
+                            shared.stats.idle_changed(false, 1, state.idle);
                             closing.push((cell.io, reason));
                         }
                     }
@@ -1012,7 +1054,7 @@ impl<K, T> Drop for Shared<K, T> {
         for _ in 0..idle {
             self.stats.closed(PoolCloseReason::Dropped);
         }
-        self.stats.idle_changed(false, idle);
+        self.stats.idle_changed(false, idle, 0);
         for waker in wakers {
             waker.wake();
         }

@@ -21,7 +21,7 @@ use super::conn::{ClientConn, Hot, ReqBody};
 use super::connector::TcpConnector;
 use super::error::{Error, ErrorKind};
 use super::io::CountingIo;
-use super::pool::{Checkout, CheckoutNow, History, Pool};
+use super::pool::{Checkout, CheckoutNow, History, HostId, Pool};
 use super::stats::{ClientStats, PoolCloseReason};
 use crate::header::connection_has;
 use crate::BoxError;
@@ -343,115 +343,100 @@ where
     let origin = origin_form(&parts.uri);
     let uri = std::mem::replace(&mut parts.uri, origin);
     let asked_close = connection_has(&parts.headers, "close");
-    send_parts(inner, parts, body, uri, asked_close)
-}
+    // (An async block, not an async fn: the block uses what it captured in place, where an
+    // async fn would keep a second copy of its arguments. And the values used only until the
+    // request is sent live in a scope that ends there, so the future has no room for them
+    // while it waits for the response.)
+    async move {
+        // Make the body replayable when a retry could be allowed.
+        let mut why_not = if inner.config.retry_stale {
+            not_replayable(&parts.method)
+        } else {
+            Some("retries are turned off")
+        };
+        let replay;
+        let (host, attempt, retry_head, reused) = {
+            let body = if why_not.is_some() {
+                replay = None;
+                RequestBody::Streaming { body }
+            } else if body.is_end_stream() {
+                replay = Some(Bytes::new());
+                RequestBody::Buffered {
+                    body: Full::new(Bytes::new()),
+                }
+            } else if body
+                .size_hint()
+                .exact()
+                .is_some_and(|n| n <= inner.config.replay_buffer as u64)
+            {
+                // (Boxed: it allocates anyway, and the usual request keeps a small future.)
+                let bytes = Box::pin(body.collect())
+                    .await
+                    .map_err(|e| Error::new(ErrorKind::RequestBody, e))?
+                    .to_bytes();
+                replay = Some(bytes.clone());
+                RequestBody::Buffered {
+                    body: Full::new(bytes),
+                }
+            } else {
+                why_not = Some("the body cannot be replayed");
+                replay = None;
+                RequestBody::Streaming { body }
+            };
 
-async fn send_parts<C, B>(
-    inner: Arc<Inner<C>>,
-    mut parts: http::request::Parts,
-    body: B,
-    uri: Uri,
-    asked_close: bool,
-) -> Result<Response<ResponseBody>, Error>
-where
-    C: Connect,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-{
-    // Make the body replayable when a retry could be allowed.
-    let mut why_not = if inner.config.retry_stale {
-        not_replayable(&parts.method)
-    } else {
-        Some("retries are turned off")
-    };
-    let (body, replay) = if why_not.is_some() {
-        (RequestBody::Streaming { body }, None)
-    } else if body.is_end_stream() {
-        (
-            RequestBody::Buffered {
-                body: Full::new(Bytes::new()),
-            },
-            Some(Bytes::new()),
-        )
-    } else if body
-        .size_hint()
-        .exact()
-        .is_some_and(|n| n <= inner.config.replay_buffer as u64)
-    {
-        // (Boxed: it allocates anyway, and the usual request keeps a small future.)
-        let bytes = Box::pin(body.collect())
-            .await
-            .map_err(|e| Error::new(ErrorKind::RequestBody, e))?
-            .to_bytes();
-        (
-            RequestBody::Buffered {
-                body: Full::new(bytes.clone()),
-            },
-            Some(bytes),
-        )
-    } else {
-        why_not = Some("the body cannot be replayed");
-        (RequestBody::Streaming { body }, None)
-    };
-
-    // The key is made only when the URI is not that of the last key looked up.
-    let Some((key, checkout)) =
-        inner
-            .pool
-            .take_or_slot_for(|last| last.is_key_of(&uri), || PoolKey::of(&uri), true)
-    else {
-        return Err(Error::kind_only(ErrorKind::InvalidUri));
-    };
-    let (conn, history, reused) = match checkout {
-        Ok(Checkout::Reused(pooled)) => {
-            let (io, history) = pooled.into_parts();
-            (io, history, true)
+            // The key is made only when the URI is not that of the last key looked up.
+            let Some((host, checkout)) = inner.pool.take_or_slot_for(
+                |last| last.is_key_of(&uri),
+                || PoolKey::of(&uri),
+                true,
+            ) else {
+                return Err(Error::kind_only(ErrorKind::InvalidUri));
+            };
+            let (conn, history, reused) = match checkout {
+                Ok(Checkout::Reused(pooled)) => {
+                    let (io, history) = pooled.into_parts();
+                    (io, history, true)
+                }
+                // (No future for a checkout that does not wait or connect.)
+                other => Box::pin(open_or_wait(&inner, host, &uri, other)).await?,
+            };
+            // The caller's head is sent itself (its header map, with room to spare, is the
+            // one hyper then reuses for the response's headers); a copy is kept only when a
+            // retry could follow: a reused connection and a replayable request. (Copied
+            // before the client's own headers are added.)
+            let retry_head = (reused && why_not.is_none()).then(|| RetryHead::of(&parts));
+            add_headers(&mut parts.headers, parts.version, &uri, host_value(&conn));
+            let request = Request::from_parts(parts, body.boxed_unsync());
+            inner.stats.request(reused);
+            let attempt = attempt_on(&inner, reused, host, conn, history, request, asked_close);
+            (host, attempt, retry_head, reused)
+        };
+        let Failure { error, stale } = match attempt.await {
+            Ok(response) => return Ok(response),
+            Err(failure) => failure,
+        };
+        if !(reused && stale) {
+            return Err(Error::new(ErrorKind::Request, error));
         }
-        // (No future for a checkout that does not wait or connect.)
-        other => Box::pin(open_or_wait(&inner, &key, &uri, other)).await?,
-    };
-    // The caller's head is sent itself (its header map, with room to spare, is the one hyper
-    // then reuses for the response's headers); a copy is kept only when a retry could
-    // follow: a reused connection and a replayable request. (Copied before the client's own
-    // headers are added.)
-    let retry_head = (reused && why_not.is_none()).then(|| RetryHead::of(&parts));
-    add_headers(&mut parts.headers, parts.version, &uri, host_value(&conn));
-    let request = Request::from_parts(parts, body.boxed_unsync());
-    inner.stats.request(reused);
-    let attempt = attempt_on(
-        &inner,
-        reused,
-        key.clone(),
-        conn,
-        history,
-        request,
-        asked_close,
-    );
-    let Failure { error, stale } = match attempt.await {
-        Ok(response) => return Ok(response),
-        Err(failure) => failure,
-    };
-    if !(reused && stale) {
-        return Err(Error::new(ErrorKind::Request, error));
+        if let Some(why) = why_not {
+            return Err(Error::new(ErrorKind::StaleNotRetried(why), error));
+        }
+        let (Some(head), Some(replay)) = (retry_head, replay) else {
+            return Err(Error::new(ErrorKind::Request, error));
+        };
+        tracing::debug!(%error, "stale pooled connection; retrying on a new one");
+        inner.stats.retry();
+        // (Boxed: a retry is rare, and its state would otherwise sit in every request's
+        // future.)
+        Box::pin(retry(inner, host, uri, head, replay, asked_close)).await
     }
-    if let Some(why) = why_not {
-        return Err(Error::new(ErrorKind::StaleNotRetried(why), error));
-    }
-    let (Some(head), Some(replay)) = (retry_head, replay) else {
-        return Err(Error::new(ErrorKind::Request, error));
-    };
-    tracing::debug!(%error, "stale pooled connection; retrying on a new one");
-    inner.stats.retry();
-    // (Boxed: a retry is rare, and its state would otherwise sit in every request's future.)
-    Box::pin(retry(inner, key, uri, head, replay, asked_close)).await
 }
 
 /// The second and last attempt of a request that met a stale pooled connection: on a new
 /// connection (others pooled may be as stale as the first).
 async fn retry<C>(
     inner: Arc<Inner<C>>,
-    key: PoolKey,
+    host: HostId,
     uri: Uri,
     head: RetryHead,
     replay: Bytes,
@@ -460,8 +445,8 @@ async fn retry<C>(
 where
     C: Connect,
 {
-    let checkout = inner.pool.take_or_slot(&key, false);
-    let (conn, history, reused) = open_or_wait(&inner, &key, &uri, checkout).await?;
+    let checkout = inner.pool.take_or_slot_at(host, false);
+    let (conn, history, reused) = open_or_wait(&inner, host, &uri, checkout).await?;
     let body = RequestBody::<Full<Bytes>>::Buffered {
         body: Full::new(replay),
     };
@@ -469,7 +454,7 @@ where
     let version = request.version();
     add_headers(request.headers_mut(), version, &uri, host_value(&conn));
     inner.stats.request(reused);
-    attempt_on(&inner, reused, key, conn, history, request, asked_close)
+    attempt_on(&inner, reused, host, conn, history, request, asked_close)
         .await
         .map_err(|failure| Error::new(ErrorKind::Request, failure.error))
 }
@@ -484,7 +469,7 @@ type Opened<T> = (ClientConn<T>, History<ClientConn<T>>, bool);
 /// limit, then a new connection (or one handed over by another request).
 async fn open_or_wait<C>(
     inner: &Inner<C>,
-    key: &PoolKey,
+    host: HostId,
     uri: &Uri,
     checkout: CheckoutOrTurn<C::Response>,
 ) -> Result<Opened<C::Response>, Error>
@@ -495,7 +480,7 @@ where
         Ok(checkout) => checkout,
         Err(turn) => inner
             .pool
-            .wait_turn(key, turn)
+            .wait_turn(host, turn)
             .await
             .map_err(|e| Error::new(ErrorKind::PoolTimeout, e))?,
     };
@@ -517,7 +502,7 @@ where
                     Ok((ClientConn::Bare(io), slot.into_history(), false))
                 }
                 Err(error) => {
-                    inner.pool.discard_unopened(key);
+                    inner.pool.discard_unopened(host);
                     Err(Error::new(ErrorKind::Connect, error))
                 }
             }
@@ -627,7 +612,7 @@ impl std::error::Error for ClosedBeforeResponse {}
 fn attempt_on<C>(
     inner: &Arc<Inner<C>>,
     reused: bool,
-    key: PoolKey,
+    host: HostId,
     conn: ClientConn<C::Response>,
     history: History<ClientConn<C::Response>>,
     request: Request<ReqBody>,
@@ -645,7 +630,7 @@ where
             let driver = Driver::for_request(
                 hot,
                 inner.pool.clone(),
-                key,
+                host,
                 history,
                 inner.config.keep_alive_margin,
                 inner.config.honour_server_keep_alive,
@@ -658,7 +643,7 @@ where
             let inner = inner.clone();
             Attempt::Later {
                 future: Box::pin(async move {
-                    let driver = prepare(&inner, reused, key, conn, history).await?;
+                    let driver = prepare(&inner, reused, host, conn, history).await?;
                     Exchange::start(driver, request, reused, asked_close).await
                 }),
             }
@@ -706,7 +691,7 @@ where
 async fn prepare<C>(
     inner: &Inner<C>,
     reused: bool,
-    key: PoolKey,
+    host: HostId,
     conn: ClientConn<C::Response>,
     history: History<ClientConn<C::Response>>,
 ) -> Result<Box<Driver<C::Response>>, Failure>
@@ -726,7 +711,7 @@ where
             match hyper::client::conn::http1::handshake::<_, ReqBody>(io).await {
                 Ok((tx, conn)) => Box::new(Hot::new(tx, conn, read)),
                 Err(error) => {
-                    inner.pool.discard(&key, PoolCloseReason::Error);
+                    inner.pool.discard_at(host, PoolCloseReason::Error);
                     return Err(Failure {
                         error: error.into(),
                         stale: false,
@@ -740,7 +725,7 @@ where
     let mut driver = Driver::for_request(
         hot,
         inner.pool.clone(),
-        key,
+        host,
         history,
         inner.config.keep_alive_margin,
         inner.config.honour_server_keep_alive,

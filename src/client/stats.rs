@@ -90,7 +90,9 @@ pub struct ClientStats {
 struct Counters {
     opened: AtomicU64,
     requests: AtomicU64,
-    reused: AtomicU64,
+    /// Requests sent on a connection not reused (the reused ones are the rest: one counter
+    /// less to update per request).
+    fresh: AtomicU64,
     retries: AtomicU64,
     closed: [AtomicU64; PoolCloseReason::ALL.len()],
     open: AtomicU64,
@@ -151,8 +153,12 @@ impl ClientStats {
         let c = &self.inner;
         ClientStatsSnapshot {
             opened: c.opened.load(Relaxed),
+            reused: {
+                // (`fresh` first: a request counted there is counted in `requests` already.)
+                let fresh = c.fresh.load(Relaxed);
+                c.requests.load(Relaxed).saturating_sub(fresh)
+            },
             requests: c.requests.load(Relaxed),
-            reused: c.reused.load(Relaxed),
             retries: c.retries.load(Relaxed),
             closed: std::array::from_fn(|i| c.closed[i].load(Relaxed)),
             open: c.open.load(Relaxed),
@@ -168,10 +174,10 @@ impl ClientStats {
     }
 
     pub(crate) fn request(&self, reused: bool) {
-        self.inner.requests.fetch_add(1, Relaxed);
-        if reused {
-            self.inner.reused.fetch_add(1, Relaxed);
+        if !reused {
+            self.inner.fresh.fetch_add(1, Relaxed);
         }
+        self.inner.requests.fetch_add(1, Relaxed);
         #[cfg(feature = "metrics")]
         crate::export::client_request(reused);
     }
@@ -206,20 +212,17 @@ impl ClientStats {
         crate::export::client_closed(reason.name(), false);
     }
 
-    /// Connections went into the pool's idle set (`added`) or left it.
-    pub(crate) fn idle_changed(&self, added: bool, count: u64) {
+    /// Connections went into the pool's idle set (`added`) or left it, `idle` being there
+    /// now. (Called with the pool's lock held, which orders the calls: the gauge is stored,
+    /// not updated, which costs no atomic read-modify-write per request.)
+    pub(crate) fn idle_changed(&self, added: bool, count: u64, idle: u64) {
         if count == 0 {
             return;
         }
-        if added {
-            self.inner.idle.fetch_add(count, Relaxed);
-        } else {
-            let _ = self
-                .inner
-                .idle
-                .fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(count)));
-        }
+        self.inner.idle.store(idle, Relaxed);
         #[cfg(feature = "metrics")]
         crate::export::client_idle(if added { count as f64 } else { -(count as f64) });
+        #[cfg(not(feature = "metrics"))]
+        let _ = added;
     }
 }
