@@ -233,14 +233,17 @@ where
 
 async fn run_keepalive(uri: http::Uri, concurrency: usize, duration: Duration) -> (u64, u64) {
     let client = Client::new(ClientConfig::new().max_idle_per_host(concurrency.max(64)));
+    // Each client's call returns a future that owns what it needs (no clone of the client per
+    // request); the same pattern for all three clients.
     drive(concurrency, duration, move || {
-        let client = client.clone();
-        let uri = uri.clone();
+        let response = Request::get(uri.clone())
+            .body(Empty::<Bytes>::new())
+            .map(|request| client.request(request));
         async move {
-            let request = Request::get(uri)
-                .body(Empty::<Bytes>::new())
+            let response = response
+                .map_err(|e| e.to_string())?
+                .await
                 .map_err(|e| e.to_string())?;
-            let response = client.request(request).await.map_err(|e| e.to_string())?;
             let body = response
                 .into_body()
                 .collect()
@@ -256,13 +259,14 @@ async fn run_hyper_util(uri: http::Uri, concurrency: usize, duration: Duration) 
     let client: hyper_util::client::legacy::Client<_, Empty<Bytes>> =
         hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http();
     drive(concurrency, duration, move || {
-        let client = client.clone();
-        let uri = uri.clone();
+        let response = Request::get(uri.clone())
+            .body(Empty::<Bytes>::new())
+            .map(|request| client.request(request));
         async move {
-            let request = Request::get(uri)
-                .body(Empty::<Bytes>::new())
+            let response = response
+                .map_err(|e| e.to_string())?
+                .await
                 .map_err(|e| e.to_string())?;
-            let response = client.request(request).await.map_err(|e| e.to_string())?;
             let body = response
                 .into_body()
                 .collect()
@@ -277,10 +281,9 @@ async fn run_hyper_util(uri: http::Uri, concurrency: usize, duration: Duration) 
 async fn run_reqwest(url: String, concurrency: usize, duration: Duration) -> (u64, u64) {
     let client = reqwest::Client::new();
     drive(concurrency, duration, move || {
-        let client = client.clone();
-        let url = url.clone();
+        let response = client.get(url.as_str()).send();
         async move {
-            let response = client.get(url).send().await.map_err(|e| e.to_string())?;
+            let response = response.await.map_err(|e| e.to_string())?;
             let body = response.bytes().await.map_err(|e| e.to_string())?;
             check_body(&body)
         }
@@ -525,6 +528,37 @@ fn main() {
             ratio(ka, rate(Kind::Reqwest)),
             ratio(ka, rate(Kind::Dedicated)),
             ratio(cpu(Kind::Keepalive), cpu(Kind::Dedicated)),
+        );
+    }
+
+    // Each round runs the clients back to back, so a ratio taken within a round cancels the
+    // machine's slower drifts (other work, frequency): the median of those per-round ratios
+    // is the steadier figure on a busy machine.
+    let paired = |kind: Kind, other: Kind, c: usize| -> Option<f64> {
+        let runs = |k: Kind| results.iter().find(|(key, _)| *key == (k, c)).map(|r| &r.1);
+        let (ours, theirs) = (runs(kind)?, runs(other)?);
+        let mut ratios: Vec<f64> = ours
+            .iter()
+            .zip(theirs)
+            .map(|(a, b)| a.rate() / b.rate().max(f64::MIN_POSITIVE))
+            .collect();
+        (!ratios.is_empty()).then(|| median(&mut ratios))
+    };
+    println!();
+    println!(
+        "| concurrency | keepalive / hyper-util | keepalive / reqwest | keepalive / dedicated | (median of per-round ratios) |"
+    );
+    println!("|---:|---:|---:|---:|---|");
+    for &c in &args.concurrencies {
+        let show = |other| {
+            paired(Kind::Keepalive, other, c).map_or_else(|| "-".to_string(), |r| format!("{r:.2}"))
+        };
+        println!(
+            "| {} | {} | {} | {} | |",
+            c,
+            show(Kind::HyperUtil),
+            show(Kind::Reqwest),
+            show(Kind::Dedicated),
         );
     }
 
