@@ -3,15 +3,15 @@
 //! state, the moment the response ends.
 
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, Version};
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::Full;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::BodyExt;
 use hyper::body::{Buf as _, Bytes, Incoming};
-use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
@@ -21,21 +21,52 @@ use super::service::PoolKey;
 use super::stats::PoolCloseReason;
 use crate::header::{KeepAliveParams, KEEP_ALIVE};
 
-pin_project! {
-    /// The request body as sent: buffered (replayable) or the caller's stream.
-    #[project = RequestBodyProj]
-    #[derive(Debug)]
-    pub(crate) enum RequestBody<B> {
-        Buffered { #[pin] body: Full<Bytes> },
-        Streaming { #[pin] body: B },
+/// The request body as sent on a pooled connection (one type, whatever the caller's body):
+/// none, bytes kept for a replay, or the caller's stream, boxed. Only a stream costs an
+/// allocation.
+pub(crate) enum ReqBody {
+    Empty,
+    /// Taken when sent.
+    Full(Option<Bytes>),
+    Stream(UnsyncBoxBody<Bytes, crate::BoxError>),
+}
+
+impl ReqBody {
+    /// The caller's body, streamed.
+    pub(crate) fn stream<B>(body: B) -> Self
+    where
+        B: Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<crate::BoxError>,
+    {
+        ReqBody::Stream(
+            body.map_frame(|frame| frame.map_data(|mut data| data.copy_to_bytes(data.remaining())))
+                .map_err(Into::into)
+                .boxed_unsync(),
+        )
+    }
+
+    /// Bytes held in full (a body kept for a replay).
+    pub(crate) fn full(bytes: Bytes) -> Self {
+        if bytes.is_empty() {
+            ReqBody::Empty
+        } else {
+            ReqBody::Full(Some(bytes))
+        }
     }
 }
 
-impl<B> Body for RequestBody<B>
-where
-    B: Body,
-    B::Error: Into<crate::BoxError>,
-{
+impl std::fmt::Debug for ReqBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ReqBody::Empty => "ReqBody::Empty",
+            ReqBody::Full(_) => "ReqBody::Full",
+            ReqBody::Stream(_) => "ReqBody::Stream",
+        })
+    }
+}
+
+impl Body for ReqBody {
     type Data = Bytes;
     type Error = crate::BoxError;
 
@@ -43,31 +74,33 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        match self.project() {
-            RequestBodyProj::Buffered { body } => body
-                .poll_frame(cx)
-                .map(|f| f.map(|f| f.map_err(|never| match never {}))),
-            RequestBodyProj::Streaming { body } => {
-                let frame = ready!(body.poll_frame(cx));
-                Poll::Ready(frame.map(|f| {
-                    f.map(|frame| frame.map_data(|mut data| data.copy_to_bytes(data.remaining())))
-                        .map_err(Into::into)
-                }))
-            }
+        match self.get_mut() {
+            ReqBody::Empty => Poll::Ready(None),
+            ReqBody::Full(bytes) => Poll::Ready(
+                bytes
+                    .take()
+                    .filter(|bytes| !bytes.is_empty())
+                    .map(|bytes| Ok(Frame::data(bytes))),
+            ),
+            ReqBody::Stream(body) => Pin::new(body).poll_frame(cx),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            RequestBody::Buffered { body } => body.is_end_stream(),
-            RequestBody::Streaming { body } => body.is_end_stream(),
+            ReqBody::Empty => true,
+            ReqBody::Full(bytes) => bytes.as_ref().is_none_or(Bytes::is_empty),
+            ReqBody::Stream(body) => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            RequestBody::Buffered { body } => body.size_hint(),
-            RequestBody::Streaming { body } => body.size_hint(),
+            ReqBody::Empty => SizeHint::with_exact(0),
+            ReqBody::Full(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |bytes| bytes.len() as u64))
+            }
+            ReqBody::Stream(body) => body.size_hint(),
         }
     }
 }

@@ -5,20 +5,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
-use http_body_util::combinators::UnsyncBoxBody;
-use hyper::body::Bytes;
 use hyper::client::conn::http1::{Connection, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::body::Driver;
+use super::body::{Driver, ReqBody};
 use super::io::CountingIo;
 use super::pool::Idle;
 use super::stats::PoolCloseReason;
-use crate::BoxError;
-
-/// The request body type of pooled connections (one type, whatever the caller's body).
-pub(crate) type ReqBody = UnsyncBoxBody<Bytes, BoxError>;
 
 /// hyper's HTTP/1 client connection over a pooled socket.
 pub(crate) type Http1<T> = Connection<TokioIo<CountingIo<T>>, ReqBody>;

@@ -8,16 +8,16 @@ use http::header::{HeaderValue, CONNECTION, HOST};
 use http::uri::{PathAndQuery, Uri};
 use http::{Method, Request, Response, Version};
 use http_body::Body;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::{Bytes, Incoming};
 use hyper_util::rt::TokioIo;
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::Instrument;
 
-use super::body::{AfterResponse, Drive, Driver, RequestBody, ResponseBody};
+use super::body::{AfterResponse, Drive, Driver, ReqBody, ResponseBody};
 use super::config::ClientConfig;
-use super::conn::{ClientConn, Hot, ReqBody};
+use super::conn::{ClientConn, Hot};
 use super::connector::TcpConnector;
 use super::error::{Error, ErrorKind};
 use super::io::CountingIo;
@@ -356,14 +356,13 @@ where
         };
         let replay;
         let (host, attempt, retry_head, reused) = {
-            let body = if why_not.is_some() {
-                replay = None;
-                RequestBody::Streaming { body }
-            } else if body.is_end_stream() {
+            let body = if body.is_end_stream() {
+                // (No frame at all: sent as nothing, and replayed as nothing.)
                 replay = Some(Bytes::new());
-                RequestBody::Buffered {
-                    body: Full::new(Bytes::new()),
-                }
+                ReqBody::Empty
+            } else if why_not.is_some() {
+                replay = None;
+                ReqBody::stream(body)
             } else if body
                 .size_hint()
                 .exact()
@@ -375,13 +374,11 @@ where
                     .map_err(|e| Error::new(ErrorKind::RequestBody, e))?
                     .to_bytes();
                 replay = Some(bytes.clone());
-                RequestBody::Buffered {
-                    body: Full::new(bytes),
-                }
+                ReqBody::full(bytes)
             } else {
                 why_not = Some("the body cannot be replayed");
                 replay = None;
-                RequestBody::Streaming { body }
+                ReqBody::stream(body)
             };
 
             // The key is made only when the URI is not that of the last key looked up.
@@ -406,7 +403,7 @@ where
             // before the client's own headers are added.)
             let retry_head = (reused && why_not.is_none()).then(|| RetryHead::of(&parts));
             add_headers(&mut parts.headers, parts.version, &uri, host_value(&conn));
-            let request = Request::from_parts(parts, body.boxed_unsync());
+            let request = Request::from_parts(parts, body);
             inner.stats.request(reused);
             let attempt = attempt_on(&inner, reused, host, conn, history, request, asked_close);
             (host, attempt, retry_head, reused)
@@ -447,10 +444,7 @@ where
 {
     let checkout = inner.pool.take_or_slot_at(host, false);
     let (conn, history, reused) = open_or_wait(&inner, host, &uri, checkout).await?;
-    let body = RequestBody::<Full<Bytes>>::Buffered {
-        body: Full::new(replay),
-    };
-    let mut request = head.into_request(&uri, body.boxed_unsync());
+    let mut request = head.into_request(&uri, ReqBody::full(replay));
     let version = request.version();
     add_headers(request.headers_mut(), version, &uri, host_value(&conn));
     inner.stats.request(reused);
