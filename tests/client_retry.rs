@@ -29,6 +29,8 @@ struct Seen {
     index: usize,
     method: String,
     path: String,
+    /// Names and values, lowercased, in the order sent.
+    headers: Vec<(String, String)>,
     body: Vec<u8>,
 }
 
@@ -108,12 +110,13 @@ async fn serve_conn(
 ) {
     let mut buf = Vec::new();
     let mut index = 0;
-    while let Some((method, path, body)) = read_request(&mut stream, &mut buf).await {
+    while let Some((method, path, headers, body)) = read_request(&mut stream, &mut buf).await {
         let seen = Seen {
             conn,
             index,
             method,
             path,
+            headers,
             body,
         };
         index += 1;
@@ -138,12 +141,12 @@ async fn serve_conn(
     }
 }
 
+/// Method, path, headers and body of a request read in full.
+type RequestRead = (String, String, Vec<(String, String)>, Vec<u8>);
+
 /// Reads one request (head, then a Content-Length or chunked body); `None` at EOF or on a
 /// malformed request.
-async fn read_request(
-    stream: &mut TcpStream,
-    buf: &mut Vec<u8>,
-) -> Option<(String, String, Vec<u8>)> {
+async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<RequestRead> {
     let head_end = loop {
         if let Some(pos) = find(buf, b"\r\n\r\n") {
             break pos + 4;
@@ -207,7 +210,7 @@ async fn read_request(
             buf.drain(..2);
         }
     }
-    Some((method, path, body))
+    Some((method, path, headers, body))
 }
 
 async fn fill(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<()> {
@@ -313,6 +316,55 @@ async fn idempotent_get_on_a_stale_connection_is_retried_on_a_new_one() {
     assert_eq!((again[0].conn, again[0].index), (0, 1));
     assert_eq!((again[1].conn, again[1].index), (1, 0));
     assert_eq!(server.connections(), 2);
+}
+
+#[tokio::test]
+async fn a_retried_request_carries_the_callers_headers_and_one_host() {
+    let server = second_request_finds_it_closed().await;
+    let client = Client::new(ClientConfig::new());
+    warm_up(&client, &server).await;
+
+    let response = within(
+        "the second request",
+        client.request(
+            Request::get(server.url("/again"))
+                .header("x-trace", "abc")
+                .header("accept", "text/plain")
+                .body(Empty::<Bytes>::new())
+                .unwrap(),
+        ),
+    )
+    .await
+    .expect("the retried GET succeeds");
+    assert_eq!(response.status(), 200);
+    assert_eq!(client.stats().snapshot().retries, 1);
+
+    // Both attempts carried what the caller set, and exactly one Host (the client's own).
+    let again: Vec<_> = server
+        .seen()
+        .into_iter()
+        .filter(|s| s.path == "/again")
+        .collect();
+    assert_eq!(again.len(), 2, "{again:?}");
+    let host = server.addr.to_string();
+    for attempt in &again {
+        let value = |name: &str| -> Vec<&str> {
+            attempt
+                .headers
+                .iter()
+                .filter(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+                .collect()
+        };
+        assert_eq!(value("x-trace"), ["abc"], "{attempt:?}");
+        assert_eq!(value("accept"), ["text/plain"], "{attempt:?}");
+        assert_eq!(value("host"), [host.as_str()], "{attempt:?}");
+    }
+    assert_eq!(
+        (again[1].conn, again[1].index),
+        (1, 0),
+        "on a new connection"
+    );
 }
 
 #[tokio::test]
