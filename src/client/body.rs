@@ -428,6 +428,12 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = &mut *self;
+        // All of a body with a length was read and the connection went back with its last
+        // frame: hyper's body would only say that it ended (such a body has no trailers),
+        // after a pass over its channels.
+        if this.driver.is_none() && !this.failed && this.incoming.is_end_stream() {
+            return Poll::Ready(None);
+        }
         // hyper hands the body over only while this task drives its connection, so the body
         // is polled without registering the task (a wake-up from that hand-over would only
         // poll everything again at once); the connection's own registration (the socket)
