@@ -128,25 +128,30 @@ impl AfterResponse {
         if status == http::StatusCode::SWITCHING_PROTOCOLS {
             return AfterResponse::Close(PoolCloseReason::ServerClose);
         }
-        // One pass over the response's headers for everything below (a lookup per header
-        // name hashed it each time).
+        // One pass over the response's header names for everything below (a lookup per
+        // header name hashed it each time); the values of the few names that matter are
+        // looked up then (most responses have none of them but Content-Length).
         let mut transfer_encoding = None;
         let mut content_length = false;
         let (mut close, mut keep_alive_token) = (false, false);
         let mut keep_alive = KeepAliveParams::default();
-        for (name, value) in headers {
-            if name == TRANSFER_ENCODING {
-                transfer_encoding = Some(value);
-            } else if name == CONTENT_LENGTH {
+        for name in headers.keys() {
+            if name == CONTENT_LENGTH {
                 content_length = true;
+            } else if name == TRANSFER_ENCODING {
+                transfer_encoding = headers.get_all(TRANSFER_ENCODING).iter().next_back();
             } else if name == CONNECTION {
-                for token in value.as_bytes().split(|&b| b == b',') {
-                    let token = token.trim_ascii();
-                    close |= token.eq_ignore_ascii_case(b"close");
-                    keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
+                for value in headers.get_all(CONNECTION) {
+                    for token in value.as_bytes().split(|&b| b == b',') {
+                        let token = token.trim_ascii();
+                        close |= token.eq_ignore_ascii_case(b"close");
+                        keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
+                    }
                 }
             } else if name == KEEP_ALIVE {
-                keep_alive.merge(KeepAliveParams::parse(value.as_bytes()));
+                for value in headers.get_all(KEEP_ALIVE) {
+                    keep_alive.merge(KeepAliveParams::parse(value.as_bytes()));
+                }
             }
         }
         // RFC 9112 6.3: both framings at once may be a response-splitting attempt and "ought
@@ -428,6 +433,12 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = &mut *self;
+        // All of a body with a length was read and the connection went back with its last
+        // frame: hyper's body would only say that it ended (such a body has no trailers),
+        // after a pass over its channels.
+        if this.driver.is_none() && !this.failed && this.incoming.is_end_stream() {
+            return Poll::Ready(None);
+        }
         // hyper hands the body over only while this task drives its connection, so the body
         // is polled without registering the task (a wake-up from that hand-over would only
         // poll everything again at once); the connection's own registration (the socket)

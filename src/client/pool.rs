@@ -809,19 +809,16 @@ where
             drop(io);
             return;
         }
-        // A waiter takes it directly, in order.
-        let mut conn = Some((io, History::new(meta)));
+        // A waiter takes it directly, in order. (Checked before anything is moved: there is
+        // usually none.)
+        let mut io = io;
         while let Some(waiter) = state.hosts[h].waiters.pop_front() {
-            let (io, history) = conn.take().unwrap_or_else(|| unreachable!());
-            match waiter.send(Handoff::Conn(io, history)) {
+            match waiter.send(Handoff::Conn(io, History::new(meta))) {
                 Ok(()) => return,
-                Err(Handoff::Conn(io, history)) => conn = Some((io, history)),
+                Err(Handoff::Conn(back, _)) => io = back,
                 Err(Handoff::Open) => unreachable!("only connections are sent here"),
             }
         }
-        let Some((mut io, _)) = conn else {
-            return;
-        };
         if state.hosts[h].idle.len() >= config.max_idle_per_key {
             release_place(&mut state.hosts[h]);
             drop(guard);

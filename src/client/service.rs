@@ -126,13 +126,15 @@ impl PoolKey {
     /// Whether `uri` has this key: the same scheme and the very same authority (cheaper than
     /// making its key; an authority written differently makes a key of its own to compare).
     fn is_key_of(&self, uri: &Uri) -> bool {
-        uri.authority()
-            .is_some_and(|authority| authority.as_str() == self.authority.as_str())
-            && match uri.scheme_str() {
-                Some("http") => !self.https,
-                Some("https") => self.https,
-                _ => false,
-            }
+        uri.authority().is_some_and(|authority| {
+            let (theirs, ours) = (authority.as_str(), self.authority.as_str());
+            // (A URI cloned from the one the key was made of shares its bytes.)
+            std::ptr::eq(theirs, ours) || theirs == ours
+        }) && match uri.scheme_str() {
+            Some("http") => !self.https,
+            Some("https") => self.https,
+            _ => false,
+        }
     }
 
     fn host(&self) -> &[u8] {
