@@ -254,7 +254,6 @@ where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     /// The driver for a request on `hot`: the one its previous request used, if kept.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn for_request(
         mut hot: Box<Hot<T>>,
         pool: Pool<PoolKey, ClientConn<T>>,
@@ -358,6 +357,10 @@ where
             }
             AfterResponse::Reuse { keep_alive } => keep_alive,
         };
+        if self.hot.is_none() || self.history.is_none() || self.pool.is_none() {
+            // (Dropped as it is: the drop gives the host's place back.)
+            return;
+        }
         let reuse = self.reuse_hint(keep_alive);
         let (Some(mut hot), Some(host), Some(history), Some(pool)) = (
             self.hot.take(),
@@ -365,7 +368,7 @@ where
             self.history.take(),
             self.pool.take(),
         ) else {
-            return;
+            unreachable!("all four checked just above");
         };
         // hyper's state stays with the socket (hot) until the pool parks it, and this
         // allocation with it, emptied, for the next request's driver.
