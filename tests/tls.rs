@@ -110,6 +110,8 @@ async fn partial_pipelined_head_under_tls_is_kept_across_the_park_point() {
         .await
         .unwrap();
     assert_eq!(first.body, b"hello, world!");
+    // Idle long enough for the park timer to fire while hyper holds half a head (the
+    // scenario's gap, not a wait for an outcome).
     tokio::time::sleep(IDLE_GAP).await;
     stream.write_all(tail.as_bytes()).await.unwrap();
     stream.flush().await.unwrap();
