@@ -97,8 +97,9 @@ impl ClientConfig {
         self
     }
 
-    /// How long a returned connection keeps hyper's HTTP/1 state for quick reuse before it is
-    /// parked as the bare socket (about 0.4 KB of heap). `None` never parks.
+    /// How long a returned connection keeps its read and write buffers (8 KB and more) for
+    /// quick reuse before it is parked as the bare socket (about 0.4 KB of heap). `None` never
+    /// parks.
     ///
     /// Default is 100 ms.
     pub fn park_after(mut self, after: Option<Duration>) -> Self {

@@ -1,201 +1,150 @@
-//! A client connection as the pool keeps it: hot (hyper's HTTP/1 state kept, for reuse within
-//! moments) or parked (the bare socket, once idle for the pool's `park_after`).
+//! A client connection as the pool keeps it: hot (the socket with its read and write buffers,
+//! for reuse within moments) or parked (the bare socket, once idle for the pool's
+//! `park_after`). No HTTP state lives between requests: a connection that comes back has read
+//! its response to the end, so its buffers are empty.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
-use hyper::client::conn::http1::{Connection, SendRequest};
-use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::body::{Driver, ReqBody};
-use super::io::CountingIo;
+use super::h1::MAX_HEAD;
 use super::pool::Idle;
 use super::stats::PoolCloseReason;
 
-/// hyper's HTTP/1 client connection over a pooled socket.
-pub(crate) type Http1<T> = Connection<TokioIo<CountingIo<T>>, ReqBody>;
+/// The read buffer's first size: a usual response head and a small body in one read.
+const READ_BUFFER: usize = 8 * 1024;
 
 /// See the module docs.
-pub(crate) enum ClientConn<T>
-where
-    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    /// The bare socket: a request builds hyper's state on it.
+pub(crate) enum ClientConn<T> {
+    /// The bare socket: a request gives it buffers.
     Bare(T),
-    /// hyper's state kept: the next request goes straight out. Boxed, so a parked
-    /// connection does not pay for the size of hyper's state.
-    Hot(Box<Hot<T>>),
+    /// The socket with its buffers: the next request goes straight out.
+    Hot(Wire<T>),
     /// Moved out (transient).
     Gone,
 }
 
-/// hyper's state kept with its socket.
-pub(crate) struct Hot<T>
-where
-    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    pub(crate) tx: SendRequest<ReqBody>,
-    pub(crate) conn: Http1<T>,
-    /// Bytes read on the socket so far (to tell whether a failure saw any response).
-    pub(crate) read: Arc<AtomicU64>,
-    /// What hyper wakes while the connection sits idle in the pool.
-    pub(crate) signal: Arc<IdleSignal>,
-    pub(crate) signal_waker: Waker,
-    /// hyper was last polled with `signal_waker` (its registrations are the signal's), with
-    /// `woken` cleared just before: while nothing has woken it since, a poll now would only
-    /// register the same waker again.
-    signalled: bool,
-    /// The `Host` header of its last request, reused by the next one to the same authority
-    /// (no validation, copy and allocation of the value per request).
-    pub(crate) host: Option<http::HeaderValue>,
-    /// What `signal.watcher` holds, kept here too so that it is compared without the lock
-    /// (only [`Idle::poll_idle`] sets it).
-    watcher: Option<Waker>,
-    /// The allocation of its last request's driver, emptied, for the next one.
-    pub(crate) spare: Option<Box<Driver<T>>>,
+impl<T> ClientConn<T> {
+    /// The connection with its buffers, ready for a request.
+    pub(crate) fn into_wire(self) -> Option<Wire<T>> {
+        match self {
+            ClientConn::Hot(wire) => Some(wire),
+            ClientConn::Bare(io) => Some(Wire::new(io)),
+            ClientConn::Gone => None,
+        }
+    }
 }
 
-impl<T> Hot<T>
-where
-    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    pub(crate) fn new(tx: SendRequest<ReqBody>, conn: Http1<T>, read: Arc<AtomicU64>) -> Self {
-        let signal = Arc::new(IdleSignal {
-            idle: AtomicBool::new(false),
-            woken: AtomicBool::new(true),
-            watcher: Mutex::new(None),
-        });
-        let signal_waker = Waker::from(signal.clone());
-        Hot {
-            tx,
-            conn,
-            read,
-            signal,
-            signal_waker,
-            signalled: false,
-            host: None,
-            watcher: None,
-            spare: None,
+/// A socket and the buffers a request and its response go through.
+pub(crate) struct Wire<T> {
+    pub(crate) io: T,
+    pub(crate) buf: Box<Buffers>,
+}
+
+/// What a [`Wire`] has read and not yet consumed (`read[start..end]`), and what it has to
+/// write (`write[written..]`).
+pub(crate) struct Buffers {
+    read: Vec<u8>,
+    start: usize,
+    end: usize,
+    pub(crate) write: Vec<u8>,
+    pub(crate) written: usize,
+}
+
+impl<T> Wire<T> {
+    pub(crate) fn new(io: T) -> Self {
+        Wire {
+            io,
+            buf: Box::new(Buffers {
+                read: vec![0; READ_BUFFER],
+                start: 0,
+                end: 0,
+                write: Vec::with_capacity(256),
+                written: 0,
+            }),
         }
     }
 
-    /// Drives hyper's connection with the task's waker (its registrations become the task's).
-    pub(crate) fn poll_conn(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), hyper::Error>> {
-        self.signalled = false;
-        self.conn.poll_without_shutdown(cx)
+    /// The bytes read and not yet consumed.
+    pub(crate) fn buffered(&self) -> &[u8] {
+        &self.buf.read[self.buf.start..self.buf.end]
     }
 
-    /// Drives hyper's connection without registering the task: its registrations become the
-    /// connection's signal, which wakes nobody while it is in use and the pool's watcher once
-    /// it is idle; a return to the pool right after needs no poll of its own then.
-    pub(crate) fn poll_conn_signalled(&mut self) -> Poll<Result<(), hyper::Error>> {
-        // Cleared before the poll: a wake-up from here on is recorded. (Already clear: the
-        // store that cleared it orders this poll the same way, and a store now would only
-        // cost a locked instruction.)
-        if self.signal.woken.load(Ordering::SeqCst) {
-            self.signal.woken.store(false, Ordering::SeqCst);
+    /// Consumes `n` buffered bytes.
+    pub(crate) fn consume(&mut self, n: usize) {
+        let buf = &mut *self.buf;
+        buf.start = (buf.start + n).min(buf.end);
+        if buf.start == buf.end {
+            buf.start = 0;
+            buf.end = 0;
         }
-        let mut signal_cx = Context::from_waker(&self.signal_waker);
-        let polled = self.conn.poll_without_shutdown(&mut signal_cx);
-        // Only a connection still waiting is registered; one that ended (a FIN with the
-        // response) says so again when polled next.
-        self.signalled = polled.is_pending();
-        polled
+    }
+
+    /// Takes `n` buffered bytes (at most what is buffered) as a frame of their own.
+    pub(crate) fn take(&mut self, n: usize) -> hyper::body::Bytes {
+        let n = n.min(self.buf.end - self.buf.start);
+        let bytes = hyper::body::Bytes::copy_from_slice(&self.buffered()[..n]);
+        self.consume(n);
+        bytes
     }
 }
 
-/// The waker hyper's state is polled with while the connection sits idle in the pool. A
-/// wake-up reaches the pool's watcher only while the connection is idle: once it is handed out,
-/// sending the next request wakes hyper's request channel, where this waker may still be
-/// registered, and the watcher has nothing to do with it. It also records that something
-/// happened since the connection was last polled idle, so a checkout can skip its look at a
-/// connection nothing woke ([`Idle::quiet`]).
-#[derive(Debug)]
-pub(crate) struct IdleSignal {
-    idle: AtomicBool,
-    /// Set by every wake-up, and when the connection goes idle (not yet registered); cleared
-    /// just before hyper is polled idle.
-    woken: AtomicBool,
-    watcher: Mutex<Option<Waker>>,
-}
-
-thread_local! {
-    /// The signal (its address) of the connection whose response body this thread is
-    /// polling now, if any (see [`IdleSignal::body_polled`]).
-    static BODY_POLL: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-}
-
-impl IdleSignal {
-    /// An identity for [`body_polled`](Self::body_polled).
-    pub(crate) fn id(signal: &Arc<IdleSignal>) -> usize {
-        Arc::as_ptr(signal) as usize
-    }
-
-    /// Runs `poll` (a poll of the connection's response body) ignoring the wake-ups it causes
-    /// itself on this thread: taking the body's data wakes hyper's body sender (registered
-    /// with the signal), which only says that more of a body may be sent. Ignored, they leave
-    /// the connection seen as not woken, so its return to the pool needs no poll. A wake-up
-    /// from another thread (the socket's readiness) is recorded as ever.
-    pub(crate) fn body_polled<R>(id: usize, poll: impl FnOnce() -> R) -> R {
-        let before = BODY_POLL.with(|cell| cell.replace(id));
-        let result = poll();
-        BODY_POLL.with(|cell| cell.set(before));
-        result
-    }
-}
-
-impl std::task::Wake for IdleSignal {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        if BODY_POLL.with(|cell| cell.get()) == IdleSignal::id(self) {
-            return;
-        }
-        if !self.woken.load(Ordering::SeqCst) {
-            self.woken.store(true, Ordering::SeqCst);
-        }
-        if self.idle.load(Ordering::SeqCst) {
-            let watcher = self
-                .watcher
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .clone();
-            if let Some(watcher) = watcher {
-                watcher.wake();
+impl<T: AsyncRead + AsyncWrite + Unpin> Wire<T> {
+    /// Reads more into the buffer (growing it, up to what a head may take, when it is full of
+    /// unconsumed bytes): `Ready(Ok(0))` at the peer's FIN.
+    pub(crate) fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let buf = &mut *self.buf;
+        if buf.end == buf.read.len() {
+            if buf.start > 0 {
+                buf.read.copy_within(buf.start..buf.end, 0);
+                buf.end -= buf.start;
+                buf.start = 0;
+            } else if buf.read.len() <= MAX_HEAD {
+                let len = buf.read.len() * 2;
+                buf.read.resize(len, 0);
+            } else {
+                return Poll::Ready(Err(io::Error::other("the read buffer is full")));
             }
         }
+        let mut read = ReadBuf::new(&mut buf.read[buf.end..]);
+        match Pin::new(&mut self.io).poll_read(cx, &mut read) {
+            Poll::Ready(Ok(())) => {
+                let n = read.filled().len();
+                buf.end += n;
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// Writes what the write buffer holds; `Ready(Ok)` once it is all written (the buffer is
+    /// emptied then).
+    pub(crate) fn poll_write_buffered(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let buf = &mut *self.buf;
+        while buf.written < buf.write.len() {
+            match Pin::new(&mut self.io).poll_write(cx, &buf.write[buf.written..]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => buf.written += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        buf.write.clear();
+        buf.written = 0;
+        Poll::Ready(Ok(()))
     }
 }
 
-impl<T> std::fmt::Debug for ClientConn<T>
-where
-    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+impl<T> std::fmt::Debug for ClientConn<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             ClientConn::Bare(_) => "ClientConn::Bare",
             ClientConn::Hot(_) => "ClientConn::Hot",
             ClientConn::Gone => "ClientConn::Gone",
         })
-    }
-}
-
-/// What a hyper error on an idle connection means for the pool.
-fn idle_error_reason(error: &hyper::Error) -> PoolCloseReason {
-    let io = std::error::Error::source(error).and_then(|s| s.downcast_ref::<std::io::Error>());
-    if let Some(io) = io {
-        if io.kind() == std::io::ErrorKind::UnexpectedEof {
-            // The server's FIN without a TLS close_notify.
-            return PoolCloseReason::ServerFin;
-        }
-        PoolCloseReason::Error
-    } else {
-        // A protocol error while nothing was asked: bytes the server sent on its own.
-        PoolCloseReason::UnexpectedData
     }
 }
 
@@ -227,83 +176,27 @@ where
     fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<PoolCloseReason> {
         match self {
             ClientConn::Bare(io) => Idle::poll_idle(io, cx),
-            // hyper reads an idle connection itself: EOF ends it, any byte is an error. It is
-            // polled with the connection's signal, which passes wake-ups on to `cx` while the
-            // connection is idle.
-            ClientConn::Hot(hot) => {
-                // (The lock only when the watcher changes: a connection returns to the same
-                // group's watcher again and again.)
-                if !hot
-                    .watcher
-                    .as_ref()
-                    .is_some_and(|w| w.will_wake(cx.waker()))
-                {
-                    let waker = cx.waker().clone();
-                    *hot.signal
-                        .watcher
-                        .lock()
-                        .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(waker.clone());
-                    hot.watcher = Some(waker);
-                }
-                // hyper's registrations are already the signal's and nothing woke it since
-                // (checked after the watcher is set: a wake-up from here on reaches it), and
-                // it waits for the next request: a poll would only register them again.
-                if hot.signalled
-                    && hot.signal.idle.load(Ordering::SeqCst)
-                    && !hot.signal.woken.load(Ordering::SeqCst)
-                    && hot.tx.is_ready()
-                {
-                    return Poll::Pending;
-                }
-                match hot.poll_conn_signalled() {
-                    Poll::Ready(Ok(())) => Poll::Ready(PoolCloseReason::ServerFin),
-                    Poll::Ready(Err(error)) => Poll::Ready(idle_error_reason(&error)),
-                    Poll::Pending => Poll::Pending,
-                }
+            // (A connection comes back with its buffer empty; bytes in it were sent unasked.)
+            ClientConn::Hot(wire) if !wire.buffered().is_empty() => {
+                Poll::Ready(PoolCloseReason::UnexpectedData)
             }
+            ClientConn::Hot(wire) => Idle::poll_idle(&mut wire.io, cx),
             ClientConn::Gone => Poll::Ready(PoolCloseReason::Error),
         }
     }
 
     fn park(&mut self) -> Result<(), PoolCloseReason> {
-        let ClientConn::Hot(hot) = std::mem::replace(self, ClientConn::Gone) else {
+        let ClientConn::Hot(wire) = std::mem::replace(self, ClientConn::Gone) else {
             return Ok(());
         };
-        let Hot { tx, mut conn, .. } = *hot;
-        // Without its sender an idle hyper connection is done at once and gives its socket back.
-        drop(tx);
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        match conn.poll_without_shutdown(&mut cx) {
-            Poll::Ready(Ok(())) => {}
-            Poll::Ready(Err(error)) => return Err(idle_error_reason(&error)),
-            Poll::Pending => return Err(PoolCloseReason::Error),
-        }
-        let parts = conn.into_parts();
-        if !parts.read_buf.is_empty() {
+        if !wire.buffered().is_empty() {
             return Err(PoolCloseReason::UnexpectedData);
         }
-        *self = ClientConn::Bare(reregister(parts.io.into_inner().inner)?);
+        *self = ClientConn::Bare(reregister(wire.io)?);
         Ok(())
     }
 
     fn parks(&self) -> bool {
         matches!(self, ClientConn::Hot(_))
-    }
-
-    fn set_idle(&mut self, idle: bool) {
-        if let ClientConn::Hot(hot) = self {
-            if idle && !hot.signalled {
-                // Not registered yet: until it is polled idle, a checkout looks.
-                hot.signal.woken.store(true, Ordering::SeqCst);
-            }
-            hot.signal.idle.store(idle, Ordering::SeqCst);
-        }
-    }
-
-    fn quiet(&self) -> bool {
-        match self {
-            ClientConn::Hot(hot) => !hot.signal.woken.load(Ordering::SeqCst),
-            _ => false,
-        }
     }
 }

@@ -21,8 +21,11 @@ pub enum ErrorKind {
     PoolTimeout,
     /// Reading the request body to make it replayable failed.
     RequestBody,
-    /// The request failed on a connection (I/O or protocol error).
+    /// The request failed on a connection (I/O or protocol error) before its response head.
     Request,
+    /// Reading the response body failed (I/O error, malformed framing, or the connection
+    /// closed before the body's end).
+    ResponseBody,
     /// The request failed on a reused connection before any response byte arrived, and was
     /// not retried for the reason given (it might have been processed).
     StaleNotRetried(&'static str),
@@ -54,6 +57,7 @@ impl fmt::Display for Error {
             ErrorKind::PoolTimeout => f.write_str("timed out waiting for a pooled connection")?,
             ErrorKind::RequestBody => f.write_str("reading the request body failed")?,
             ErrorKind::Request => f.write_str("request failed")?,
+            ErrorKind::ResponseBody => f.write_str("reading the response body failed")?,
             ErrorKind::StaleNotRetried(why) => write!(
                 f,
                 "request failed on a reused connection before any response; not retried: {why}"

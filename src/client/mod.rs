@@ -2,10 +2,14 @@
 //! races the server and never leaves CLOSE_WAIT, and the [`Pool`] under it, usable for any
 //! connection.
 //!
+//! - The client speaks HTTP/1 itself (the head parsed with `httparse`, as hyper does): a
+//!   connection holds no HTTP state between requests, a request needs no task or channel of
+//!   its own, and a small response is read whole with its head, its connection back in the
+//!   pool before the caller sees it.
 //! - Connections are pooled by scheme, host and port and reused last-in first-out. A
-//!   connection that comes back keeps hyper's HTTP/1 state for quick reuse; once idle for
-//!   [`PoolConfig::park_after`] (100 ms) it is parked as the bare socket, without hyper's
-//!   buffers (about 0.4 KB of heap per idle connection, 2.4 KB resident).
+//!   connection that comes back keeps its read and write buffers for quick reuse; once idle
+//!   for [`PoolConfig::park_after`] (100 ms) it is parked as the bare socket (about 0.4 KB of
+//!   heap per idle connection, 2.4 KB resident).
 //! - The server is honoured: `Connection: close` ends the connection after that response, an
 //!   HTTP/1.0 response without keep-alive is not reused, `Keep-Alive: timeout=N` makes the
 //!   client close the idle connection a margin before N (so TIME_WAIT lands on the client and
@@ -22,7 +26,8 @@ mod config;
 mod conn;
 mod connector;
 mod error;
-mod io;
+mod exchange;
+mod h1;
 mod pool;
 mod service;
 mod stats;

@@ -2,7 +2,7 @@
 //! watch on every idle one.
 //!
 //! Idle connections are kept small: after [`PoolConfig::park_after`] a connection gives back
-//! what it keeps only for quick reuse ([`Idle::park`]; the HTTP client drops hyper's state and
+//! what it keeps only for quick reuse ([`Idle::park`]; the HTTP client drops its buffers and
 //! keeps the socket), leaving the connection itself plus a few timestamps. Idle connections sit
 //! in a dense table (no allocation of their own), in groups of 64 places, each group watched by
 //! one small task. While a connection is idle its group's task is registered for its
@@ -132,7 +132,7 @@ impl PoolConfig {
     }
 
     /// How long a connection stays idle before [`Idle::park`] may give back the memory it
-    /// keeps for quick reuse (the HTTP client drops hyper's state and keeps the bare socket).
+    /// keeps for quick reuse (the HTTP client drops its buffers and keeps the bare socket).
     /// `None` never parks.
     ///
     /// Default is 100 ms.

@@ -1,28 +1,24 @@
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::header::{HeaderValue, CONNECTION, HOST};
-use http::uri::{PathAndQuery, Uri};
+use http::uri::Uri;
 use http::{Method, Request, Response, Version};
 use http_body::Body;
 use http_body_util::BodyExt;
-use hyper::body::{Bytes, Incoming};
-use hyper_util::rt::TokioIo;
-use pin_project_lite::pin_project;
+use hyper::body::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::Instrument;
 
-use super::body::{AfterResponse, Drive, Driver, ReqBody, ResponseBody};
+use super::body::{Lease, ReqBody, ResponseBody};
 use super::config::ClientConfig;
-use super::conn::{ClientConn, Hot};
+use super::conn::ClientConn;
 use super::connector::TcpConnector;
 use super::error::{Error, ErrorKind};
-use super::io::CountingIo;
+use super::exchange::{Exchange, Failure, RequestHead};
 use super::pool::{Checkout, CheckoutNow, History, HostId, Pool};
-use super::stats::{ClientStats, PoolCloseReason};
+use super::stats::ClientStats;
 use crate::header::connection_has;
 use crate::BoxError;
 
@@ -341,9 +337,8 @@ where
     B::Error: Into<BoxError>,
 {
     let (mut parts, body) = request.into_parts();
-    // The caller's URI is moved out (not copied) and the origin form sent instead.
-    let origin = origin_form(&parts.uri);
-    let uri = std::mem::replace(&mut parts.uri, origin);
+    // (Moved out, not copied: the head is written from the parts and this URI.)
+    let uri = std::mem::take(&mut parts.uri);
     let asked_close = connection_has(&parts.headers, "close");
     // (An async block, not an async fn: the block uses what it captured in place, where an
     // async fn would keep a second copy of its arguments. And the values used only until the
@@ -357,7 +352,7 @@ where
             Some("retries are turned off")
         };
         let replay;
-        let (host, attempt, retry_head, reused) = {
+        let (host, exchange, retry_head, reused) = {
             let body = if body.is_end_stream() {
                 // (No frame at all: sent as nothing, and replayed as nothing.)
                 replay = Some(Bytes::new());
@@ -399,35 +394,47 @@ where
                 // (No future for a checkout that does not wait or connect.)
                 other => Box::pin(open_or_wait(&inner, host, &uri, other)).await?,
             };
-            // The caller's head is sent itself (its header map, with room to spare, is the
-            // one hyper then reuses for the response's headers); a copy is kept only when a
-            // retry could follow: a reused connection and a replayable request. (Copied
-            // before the client's own headers are added.)
+            // A copy of the head is kept only when a retry could follow: a reused connection
+            // and a replayable request.
             let retry_head = (reused && why_not.is_none()).then(|| RetryHead::of(&parts));
-            add_headers(&mut parts.headers, parts.version, &uri, host_value(&conn));
-            let request = Request::from_parts(parts, body);
             inner.stats.request(reused);
-            let attempt = attempt_on(&inner, reused, host, conn, history, request, asked_close);
-            (host, attempt, retry_head, reused)
+            let head = RequestHead {
+                method: &parts.method,
+                uri: &uri,
+                version: parts.version,
+                headers: &parts.headers,
+            };
+            let exchange =
+                exchange_on(&inner, reused, host, conn, history, head, body, asked_close)?;
+            (host, exchange, retry_head, reused)
         };
-        let Failure { error, stale } = match attempt.await {
+        let Failure { error, stale } = match exchange.await {
             Ok(response) => return Ok(response),
             Err(failure) => failure,
         };
         if !(reused && stale) {
-            return Err(Error::new(ErrorKind::Request, error));
+            return Err(request_error(error));
         }
         if let Some(why) = why_not {
             return Err(Error::new(ErrorKind::StaleNotRetried(why), error));
         }
         let (Some(head), Some(replay)) = (retry_head, replay) else {
-            return Err(Error::new(ErrorKind::Request, error));
+            return Err(request_error(error));
         };
         tracing::debug!(%error, "stale pooled connection; retrying on a new one");
         inner.stats.retry();
         // (Boxed: a retry is rare, and its state would otherwise sit in every request's
         // future.)
         Box::pin(retry(inner, host, uri, head, replay, asked_close)).await
+    }
+}
+
+/// The error of a failed attempt: the client's own error when it is one already (a failed
+/// request body), otherwise a request error with `error` as its source.
+fn request_error(error: BoxError) -> Error {
+    match error.downcast::<Error>() {
+        Ok(error) => *error,
+        Err(error) => Error::new(ErrorKind::Request, error),
     }
 }
 
@@ -446,13 +453,27 @@ where
 {
     let checkout = inner.pool.take_or_slot_at(host, false);
     let (conn, history, reused) = open_or_wait(&inner, host, &uri, checkout).await?;
-    let mut request = head.into_request(&uri, ReqBody::full(replay));
-    let version = request.version();
-    add_headers(request.headers_mut(), version, &uri, host_value(&conn));
     inner.stats.request(reused);
-    attempt_on(&inner, reused, host, conn, history, request, asked_close)
-        .await
-        .map_err(|failure| Error::new(ErrorKind::Request, failure.error))
+    let none = http::HeaderMap::new();
+    let request_head = RequestHead {
+        method: &head.method,
+        uri: &uri,
+        version: head.version,
+        headers: head.headers.as_deref().unwrap_or(&none),
+    };
+    let body = ReqBody::full(replay);
+    exchange_on(
+        &inner,
+        reused,
+        host,
+        conn,
+        history,
+        request_head,
+        body,
+        asked_close,
+    )?
+    .await
+    .map_err(|failure| request_error(failure.error))
 }
 
 /// What [`Pool::take_or_slot`] gives for a client connection.
@@ -506,56 +527,40 @@ where
     }
 }
 
-/// The headers the client adds to a request: `Host` (when missing) and, on an HTTP/1.0
-/// request, `Connection: keep-alive`.
-fn add_headers(
-    headers: &mut http::HeaderMap,
-    version: Version,
-    uri: &Uri,
-    last_host: Option<&HeaderValue>,
-) {
-    // (A map with nothing in it has no Host: no hashing of the name to find out.)
-    if headers.is_empty() || !headers.contains_key(HOST) {
-        if let Some(authority) = uri.authority() {
-            // Host and port only: never the userinfo (RFC 9112, section 3.2).
-            let host = authority
-                .as_str()
-                .rsplit_once('@')
-                .map_or(authority.as_str(), |(_, host)| host);
-            let value = match last_host {
-                // The value the connection's last request sent, if it is this one.
-                Some(last) if last.as_bytes() == host.as_bytes() => Some(last.clone()),
-                _ => HeaderValue::from_str(host).ok(),
-            };
-            if let Some(value) = value {
-                headers.insert(HOST, value);
-            }
-        }
-    }
-    if version == Version::HTTP_10 && !connection_has(headers, "keep-alive") {
-        headers.append(CONNECTION, HeaderValue::from_static("keep-alive"));
-    }
-}
-
-/// The `Host` value of the connection's last request, if it kept hyper's state.
-fn host_value<T>(conn: &ClientConn<T>) -> Option<&HeaderValue>
+/// The exchange of a request on a connection taken from the pool.
+#[allow(clippy::too_many_arguments)]
+fn exchange_on<C>(
+    inner: &Arc<Inner<C>>,
+    reused: bool,
+    host: HostId,
+    conn: ClientConn<C::Response>,
+    history: History<ClientConn<C::Response>>,
+    head: RequestHead<'_>,
+    body: ReqBody,
+    asked_close: bool,
+) -> Result<Exchange<C::Response>, Error>
 where
-    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    C: Connect,
 {
-    match conn {
-        ClientConn::Hot(hot) => hot.host.as_ref(),
-        _ => None,
-    }
+    let lease = Lease::new(
+        inner.pool.clone(),
+        host,
+        history,
+        inner.config.keep_alive_margin,
+        inner.config.honour_server_keep_alive,
+    );
+    let Some(wire) = conn.into_wire() else {
+        unreachable!("the pool never hands out a moved connection");
+    };
+    Exchange::start(wire, lease, head, body, reused, asked_close)
 }
 
-/// A copy of a request's head for a retry. The target is made again from the URI; empty
-/// headers and extensions (the usual case for both) are not copied.
+/// A copy of a request's head for a retry. Empty headers (the usual case) are not copied.
 struct RetryHead {
     method: Method,
     version: Version,
     /// (Boxed: the copy allocates anyway, and every request's future has room for this.)
     headers: Option<Box<http::HeaderMap>>,
-    extensions: Option<http::Extensions>,
 }
 
 impl RetryHead {
@@ -564,361 +569,8 @@ impl RetryHead {
             method: parts.method.clone(),
             version: parts.version,
             headers: (!parts.headers.is_empty()).then(|| Box::new(parts.headers.clone())),
-            extensions: (!parts.extensions.is_empty()).then(|| parts.extensions.clone()),
         }
     }
-
-    fn into_request<B>(self, uri: &Uri, body: B) -> Request<B> {
-        let mut request = Request::new(body);
-        *request.method_mut() = self.method;
-        *request.uri_mut() = origin_form(uri);
-        *request.version_mut() = self.version;
-        if let Some(headers) = self.headers {
-            *request.headers_mut() = *headers;
-        }
-        if let Some(extensions) = self.extensions {
-            *request.extensions_mut() = extensions;
-        }
-        request
-    }
-}
-
-/// A failed attempt; `stale` when no response byte had arrived.
-struct Failure {
-    error: BoxError,
-    stale: bool,
-}
-
-/// hyper's connection ended cleanly (the server's FIN) with no response for the request.
-#[derive(Debug)]
-struct ClosedBeforeResponse;
-
-impl std::fmt::Display for ClosedBeforeResponse {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("connection closed by the server before a response")
-    }
-}
-
-impl std::error::Error for ClosedBeforeResponse {}
-
-/// One attempt of a request on a connection. On a kept hyper state that is ready (the usual
-/// request) the request goes out now and the attempt is an [`Exchange`]; otherwise (a new
-/// connection's handshake, or a state to drive until ready) it is a boxed future that does
-/// that first.
-fn attempt_on<C>(
-    inner: &Arc<Inner<C>>,
-    reused: bool,
-    host: HostId,
-    conn: ClientConn<C::Response>,
-    history: History<ClientConn<C::Response>>,
-    request: Request<ReqBody>,
-    asked_close: bool,
-) -> Attempt<C::Response, impl Future<Output = hyper::Result<Response<Incoming>>> + Send>
-where
-    C: Connect,
-{
-    // A kept hyper state that has seen the previous response through says it is ready
-    // without being polled (the pool polled it then, and the checkout looked at it): polling
-    // it again here would cost a pass of hyper's dispatcher and register this task where the
-    // request is about to be sent (a wake-up of its own).
-    match conn {
-        ClientConn::Hot(hot) if hot.tx.is_ready() => {
-            let driver = Driver::for_request(
-                hot,
-                inner.pool.clone(),
-                host,
-                history,
-                inner.config.keep_alive_margin,
-                inner.config.honour_server_keep_alive,
-            );
-            Attempt::Now {
-                exchange: Exchange::start(driver, request, reused, asked_close),
-            }
-        }
-        conn => {
-            let inner = inner.clone();
-            Attempt::Later {
-                future: Box::pin(async move {
-                    let driver = prepare(&inner, reused, host, conn, history).await?;
-                    Exchange::start(driver, request, reused, asked_close).await
-                }),
-            }
-        }
-    }
-}
-
-/// A response on its way, or a failure.
-type AttemptResult = Result<Response<ResponseBody>, Failure>;
-
-pin_project! {
-    /// See [`attempt_on`].
-    #[project = AttemptProj]
-    enum Attempt<T, F>
-    where
-        T: AsyncRead,
-        T: AsyncWrite,
-        T: Unpin,
-        T: Send,
-        T: 'static,
-    {
-        Now { #[pin] exchange: Exchange<T, F> },
-        Later { future: Pin<Box<dyn Future<Output = AttemptResult> + Send>> },
-    }
-}
-
-impl<T, F> Future for Attempt<T, F>
-where
-    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    F: Future<Output = hyper::Result<Response<Incoming>>>,
-{
-    type Output = AttemptResult;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<AttemptResult> {
-        match self.project() {
-            AttemptProj::Now { exchange } => exchange.poll(cx),
-            AttemptProj::Later { future } => future.as_mut().poll(cx),
-        }
-    }
-}
-
-/// hyper's state for a request on `conn`: made (the handshake) on a bare socket, and driven
-/// until ready when it is not yet; a dead connection says so here (an error, or its end,
-/// after which it would never become ready).
-async fn prepare<C>(
-    inner: &Inner<C>,
-    reused: bool,
-    host: HostId,
-    conn: ClientConn<C::Response>,
-    history: History<ClientConn<C::Response>>,
-) -> Result<Box<Driver<C::Response>>, Failure>
-where
-    C: Connect,
-{
-    // A hyper state built just now takes its first request without being polled.
-    let fresh = matches!(conn, ClientConn::Bare(_));
-    let hot = match conn {
-        ClientConn::Hot(hot) => hot,
-        ClientConn::Bare(io) => {
-            let read = Arc::new(AtomicU64::new(0));
-            let io = TokioIo::new(CountingIo {
-                inner: io,
-                read: read.clone(),
-            });
-            match hyper::client::conn::http1::handshake::<_, ReqBody>(io).await {
-                Ok((tx, conn)) => Box::new(Hot::new(tx, conn, read)),
-                Err(error) => {
-                    inner.pool.discard_at(host, PoolCloseReason::Error);
-                    return Err(Failure {
-                        error: error.into(),
-                        stale: false,
-                    });
-                }
-            }
-        }
-        ClientConn::Gone => unreachable!("the pool never hands out a moved connection"),
-    };
-    let read_before = hot.read.load(Ordering::Relaxed);
-    let mut driver = Driver::for_request(
-        hot,
-        inner.pool.clone(),
-        host,
-        history,
-        inner.config.keep_alive_margin,
-        inner.config.honour_server_keep_alive,
-    );
-    let ready = if fresh || driver.hot.as_ref().is_some_and(|hot| hot.tx.is_ready()) {
-        Ok(())
-    } else {
-        poll_fn(|cx| {
-            let Some(hot) = driver.hot.as_mut() else {
-                return Poll::Pending;
-            };
-            match hot.poll_conn(cx) {
-                Poll::Ready(Err(error)) => return Poll::Ready(Err(BoxError::from(error))),
-                Poll::Ready(Ok(())) => {
-                    return Poll::Ready(Err(BoxError::from(ClosedBeforeResponse)))
-                }
-                Poll::Pending => {}
-            }
-            hot.tx.poll_ready(cx).map_err(BoxError::from)
-        })
-        .await
-    };
-    if let Err(error) = ready {
-        let stale = read_since(&driver, read_before) == Some(0);
-        driver.close_with(if stale && reused {
-            PoolCloseReason::Stale
-        } else {
-            PoolCloseReason::Error
-        });
-        return Err(Failure { error, stale });
-    }
-    Ok(driver)
-}
-
-pin_project! {
-    /// A request sent on a ready hyper state, until its response head: drives the connection
-    /// from this task (hyper answers only while it is driven), then hands the connection to
-    /// the response body, which returns it to the pool when it ends.
-    struct Exchange<T, F>
-    where
-        T: AsyncRead,
-        T: AsyncWrite,
-        T: Unpin,
-        T: Send,
-        T: 'static,
-    {
-        driver: Option<Box<Driver<T>>>,
-        #[pin]
-        response: F,
-        read_before: u64,
-        reused: bool,
-        asked_close: bool,
-        head_request: bool,
-        written: bool,
-    }
-}
-
-impl<T> Exchange<T, ()>
-where
-    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    /// Sends `request` on the driver's (ready) hyper state.
-    fn start(
-        mut driver: Box<Driver<T>>,
-        request: Request<ReqBody>,
-        reused: bool,
-        asked_close: bool,
-    ) -> Exchange<T, impl Future<Output = hyper::Result<Response<Incoming>>> + Send> {
-        let head_request = request.method() == Method::HEAD;
-        let Some(hot) = driver.hot.as_mut() else {
-            unreachable!("a new driver holds its connection");
-        };
-        let read_before = hot.read.load(Ordering::Relaxed);
-        if hot.host.is_none() {
-            hot.host = request.headers().get(HOST).cloned();
-        }
-        let response = hot.tx.send_request(request);
-        Exchange {
-            driver: Some(driver),
-            response,
-            read_before,
-            reused,
-            asked_close,
-            head_request,
-            written: false,
-        }
-    }
-}
-
-impl<T, F> Future for Exchange<T, F>
-where
-    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    F: Future<Output = hyper::Result<Response<Incoming>>>,
-{
-    type Output = AttemptResult;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<AttemptResult> {
-        let mut this = self.project();
-        // The connection first (it writes the request, reads the response and hands it to the
-        // response future), then the response future in the same poll: no extra wake-up.
-        //
-        // hyper answers only while this task drives the connection, so the response future is
-        // polled without registering the task: its answer would otherwise wake the task while
-        // it runs, and poll everything again for nothing. For the same reason, once the
-        // request is written, a wake-up (the response arriving) first drives the connection
-        // without registering the task: hyper then hands the body over to a sender that would
-        // wake this task again when the body is read. Only if the response is not complete is
-        // it driven again with the task's waker, so that the task waits on what hyper waits on.
-        let passes = if *this.written { 2 } else { 1 };
-        *this.written = true;
-        let mut result = None;
-        for pass in (0..passes).rev() {
-            let mut failed = None;
-            if let Some(hot) = this.driver.as_mut().and_then(|driver| driver.hot.as_mut()) {
-                // The first pass registers the connection's signal (nobody is woken by it
-                // while the connection is in use), so that a return to the pool right after
-                // finds hyper registered already.
-                let polled = if pass == 1 {
-                    hot.poll_conn_signalled()
-                } else {
-                    hot.poll_conn(cx)
-                };
-                match polled {
-                    Poll::Ready(Err(error)) => failed = Some(BoxError::from(error)),
-                    // Ended cleanly with the request unanswered: nothing will wake us again.
-                    Poll::Ready(Ok(())) => failed = Some(BoxError::from(ClosedBeforeResponse)),
-                    Poll::Pending => {}
-                }
-            }
-            let mut noop = Context::from_waker(std::task::Waker::noop());
-            if let Poll::Ready(answer) = this.response.as_mut().poll(&mut noop) {
-                // After a connection failure it reports the same failure.
-                result = Some(answer.map_err(BoxError::from));
-                break;
-            }
-            if let Some(error) = failed {
-                result = Some(Err(error));
-                break;
-            }
-        }
-        let Some(result) = result else {
-            return Poll::Pending;
-        };
-        let Some(mut driver) = this.driver.take() else {
-            unreachable!("an exchange is not polled after it is done");
-        };
-        let response = match result {
-            Ok(response) => response,
-            Err(error) => {
-                let stale = read_since(&driver, *this.read_before) == Some(0);
-                // A reused connection that failed before any response byte was dead on
-                // arrival (the server closed it while it sat idle): counted apart from real
-                // errors.
-                driver.close_with(if stale && *this.reused {
-                    PoolCloseReason::Stale
-                } else {
-                    PoolCloseReason::Error
-                });
-                return Poll::Ready(Err(Failure { error, stale }));
-            }
-        };
-        driver.after = AfterResponse::decide(
-            *this.asked_close,
-            *this.head_request,
-            response.version(),
-            response.status(),
-            response.headers(),
-        );
-        let (parts, incoming) = response.into_parts();
-        let mut body = ResponseBody::new(incoming, Some(driver as Box<dyn Drive>));
-        if body.is_end_stream() {
-            // No body to read: give the connection back now.
-            body.finish();
-        }
-        Poll::Ready(Ok(Response::from_parts(parts, body)))
-    }
-}
-
-/// Bytes read on the driver's connection since `before` (`None` once it is gone: not known,
-/// so not stale, never retried).
-fn read_since<T>(driver: &Driver<T>, before: u64) -> Option<u64>
-where
-    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    driver
-        .hot
-        .as_ref()
-        .map(|hot| hot.read.load(Ordering::Relaxed).wrapping_sub(before))
-}
-
-/// The request-target for HTTP/1: path and query only.
-fn origin_form(uri: &Uri) -> Uri {
-    let path = uri
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    Uri::from(path)
 }
 
 #[cfg(test)]

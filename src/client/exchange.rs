@@ -1,0 +1,419 @@
+//! One request and its response head on a pooled connection: the request written (head, then
+//! body), the response read while it is, and the connection handed to the response body, or
+//! straight back to the pool when the whole body came with the head.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use http::{HeaderMap, Method, Response, Uri, Version};
+use http_body::Body;
+use hyper::body::{Buf as _, Bytes};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::body::{AfterResponse, Lease, ReqBody, ResponseBody, Streaming};
+use super::conn::Wire;
+use super::error::{Error, ErrorKind};
+use super::h1::{self, BodyLength, Parsed, ProtocolError, ReqFraming, RespFraming};
+use super::stats::PoolCloseReason;
+use crate::BoxError;
+
+/// Body data up to this size is copied into the write buffer (one write with what precedes
+/// it); larger data is written from its own bytes.
+const COPY_BELOW: usize = 8 * 1024;
+
+/// The write buffer is flushed once it holds this much.
+const WRITE_BATCH: usize = 16 * 1024;
+
+/// A failed attempt; `stale` when no response byte had arrived.
+pub(crate) struct Failure {
+    pub(crate) error: BoxError,
+    pub(crate) stale: bool,
+}
+
+/// The connection ended with the request unanswered.
+const CLOSED_BEFORE_RESPONSE: ProtocolError =
+    ProtocolError("connection closed by the server before a response");
+
+const CLOSED_IN_HEAD: ProtocolError =
+    ProtocolError("connection closed by the server in the middle of the response head");
+
+/// The head of the request being sent.
+pub(crate) struct RequestHead<'a> {
+    pub(crate) method: &'a Method,
+    pub(crate) uri: &'a Uri,
+    pub(crate) version: Version,
+    pub(crate) headers: &'a HeaderMap,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sending {
+    Body,
+    Flush,
+    Done,
+}
+
+/// What writing the request failed on.
+enum SendError {
+    Io(io::Error),
+    /// The caller's body failed.
+    Body(BoxError),
+    /// The body does not match its framing.
+    Framing(ProtocolError),
+}
+
+/// Writes the request: the encoded head, the body in its framing, a flush.
+struct Sender {
+    body: ReqBody,
+    framing: ReqFraming,
+    /// Body bytes still to send with a length.
+    left: u64,
+    /// A large data frame, written after the write buffer; CR LF follows it when chunked.
+    current: Bytes,
+    crlf_after: bool,
+    trailers: Option<HeaderMap>,
+    state: Sending,
+}
+
+impl Sender {
+    fn push_data<T>(&mut self, wire: &mut Wire<T>, data: Bytes) -> Result<(), SendError> {
+        if data.is_empty() {
+            // (An empty chunk would end a chunked body.)
+            return Ok(());
+        }
+        let write = &mut wire.buf.write;
+        match self.framing {
+            ReqFraming::Length(_) => {
+                if data.len() as u64 > self.left {
+                    return Err(SendError::Framing(ProtocolError(
+                        "the request body is longer than its Content-Length",
+                    )));
+                }
+                self.left -= data.len() as u64;
+            }
+            ReqFraming::Chunked => {
+                h1::push_chunk_size(write, data.len());
+            }
+        }
+        if data.len() < COPY_BELOW {
+            write.extend_from_slice(&data);
+            if self.framing == ReqFraming::Chunked {
+                write.extend_from_slice(b"\r\n");
+            }
+        } else {
+            self.current = data;
+            self.crlf_after = self.framing == ReqFraming::Chunked;
+        }
+        Ok(())
+    }
+
+    fn end_body<T>(&mut self, wire: &mut Wire<T>) -> Result<(), SendError> {
+        match self.framing {
+            ReqFraming::Length(_) if self.left > 0 => Err(SendError::Framing(ProtocolError(
+                "the request body is shorter than its Content-Length",
+            ))),
+            ReqFraming::Length(_) => Ok(()),
+            ReqFraming::Chunked => {
+                let write = &mut wire.buf.write;
+                write.extend_from_slice(b"0\r\n");
+                for (name, value) in self.trailers.iter().flatten() {
+                    write.extend_from_slice(name.as_str().as_bytes());
+                    write.extend_from_slice(b": ");
+                    write.extend_from_slice(value.as_bytes());
+                    write.extend_from_slice(b"\r\n");
+                }
+                write.extend_from_slice(b"\r\n");
+                Ok(())
+            }
+        }
+    }
+
+    fn poll_send<T>(
+        &mut self,
+        wire: &mut Wire<T>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), SendError>>
+    where
+        T: AsyncRead + AsyncWrite + Unpin,
+    {
+        loop {
+            // Body frames are gathered while little is buffered, so that a small body goes in
+            // one write with the head.
+            let mut body_pending = false;
+            while self.state == Sending::Body
+                && self.current.is_empty()
+                && wire.buf.write.len() - wire.buf.written < WRITE_BATCH
+            {
+                match Pin::new(&mut self.body).poll_frame(cx) {
+                    Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                        Ok(data) => self.push_data(wire, data)?,
+                        Err(frame) => {
+                            if let Ok(trailers) = frame.into_trailers() {
+                                self.trailers = Some(trailers);
+                            }
+                        }
+                    },
+                    Poll::Ready(Some(Err(error))) => {
+                        return Poll::Ready(Err(SendError::Body(error)))
+                    }
+                    Poll::Ready(None) => {
+                        self.end_body(wire)?;
+                        self.state = Sending::Flush;
+                    }
+                    Poll::Pending => {
+                        body_pending = true;
+                        break;
+                    }
+                }
+            }
+            match wire.poll_write_buffered(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(error)) => return Poll::Ready(Err(SendError::Io(error))),
+                Poll::Pending => return Poll::Pending,
+            }
+            while !self.current.is_empty() {
+                match Pin::new(&mut wire.io).poll_write(cx, &self.current) {
+                    Poll::Ready(Ok(0)) => {
+                        return Poll::Ready(Err(SendError::Io(io::ErrorKind::WriteZero.into())))
+                    }
+                    Poll::Ready(Ok(n)) => self.current.advance(n),
+                    Poll::Ready(Err(error)) => return Poll::Ready(Err(SendError::Io(error))),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            if self.crlf_after {
+                self.crlf_after = false;
+                wire.buf.write.extend_from_slice(b"\r\n");
+                continue;
+            }
+            match self.state {
+                Sending::Flush => match Pin::new(&mut wire.io).poll_flush(cx) {
+                    Poll::Ready(Ok(())) => {
+                        self.state = Sending::Done;
+                        return Poll::Ready(Ok(()));
+                    }
+                    Poll::Ready(Err(error)) => return Poll::Ready(Err(SendError::Io(error))),
+                    Poll::Pending => return Poll::Pending,
+                },
+                Sending::Done => return Poll::Ready(Ok(())),
+                Sending::Body if body_pending => return Poll::Pending,
+                Sending::Body => {}
+            }
+        }
+    }
+}
+
+/// See the module docs. Dropped before its response head, it closes the connection.
+pub(crate) struct Exchange<T>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    wire: Option<Wire<T>>,
+    lease: Option<Lease<T>>,
+    sender: Sender,
+    /// Writing the request failed; reported unless a response arrives anyway.
+    send_error: Option<SendError>,
+    /// A response byte has arrived (a failure from here on may have been processed).
+    received: bool,
+    reused: bool,
+    asked_close: bool,
+    head_request: bool,
+}
+
+impl<T> Exchange<T>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    /// Encodes the request's head on `wire`; nothing is written until polled. A request that
+    /// cannot be sent as it is fails here (the connection goes back unused).
+    pub(crate) fn start(
+        mut wire: Wire<T>,
+        mut lease: Lease<T>,
+        head: RequestHead<'_>,
+        body: ReqBody,
+        reused: bool,
+        asked_close: bool,
+    ) -> Result<Self, Error> {
+        let length = match &body {
+            ReqBody::Empty => BodyLength::Empty,
+            ReqBody::Full(bytes) => BodyLength::Exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            ReqBody::Stream(stream) if stream.is_end_stream() => BodyLength::Empty,
+            ReqBody::Stream(stream) => stream
+                .size_hint()
+                .exact()
+                .map_or(BodyLength::Unknown, BodyLength::Exact),
+        };
+        let encoded = h1::encode_request_head(
+            &mut wire.buf.write,
+            head.method,
+            head.uri,
+            head.version,
+            head.headers,
+            length,
+        );
+        let framing = match encoded {
+            Ok(framing) => framing,
+            Err(error) => {
+                wire.buf.write.clear();
+                lease.give_back(
+                    wire,
+                    AfterResponse::Reuse {
+                        keep_alive: Default::default(),
+                    },
+                );
+                return Err(Error::new(ErrorKind::Request, error));
+            }
+        };
+        Ok(Exchange {
+            wire: Some(wire),
+            lease: Some(lease),
+            sender: Sender {
+                body,
+                framing,
+                left: match framing {
+                    ReqFraming::Length(n) => n,
+                    ReqFraming::Chunked => 0,
+                },
+                current: Bytes::new(),
+                crlf_after: false,
+                trailers: None,
+                state: Sending::Body,
+            },
+            send_error: None,
+            received: false,
+            reused,
+            asked_close,
+            head_request: *head.method == Method::HEAD,
+        })
+    }
+
+    /// The attempt failed: the connection is closed.
+    fn fail(&mut self, error: BoxError) -> Poll<Result<Response<ResponseBody>, Failure>> {
+        let stale = !self.received;
+        self.wire = None;
+        if let Some(mut lease) = self.lease.take() {
+            // A reused connection that failed before any response byte was dead on arrival
+            // (the server closed it while it sat idle): counted apart from real errors.
+            lease.close(if stale && self.reused {
+                PoolCloseReason::Stale
+            } else {
+                PoolCloseReason::Error
+            });
+        }
+        Poll::Ready(Err(Failure { error, stale }))
+    }
+
+    /// The request could not be written and no response came: the error to report.
+    fn send_failure(&mut self, fallback: BoxError) -> BoxError {
+        match self.send_error.take() {
+            Some(SendError::Io(error)) => error.into(),
+            Some(SendError::Body(error)) => {
+                // The caller's body failed: not a stale connection, never retried.
+                self.received = true;
+                Error::new(ErrorKind::RequestBody, error).into()
+            }
+            Some(SendError::Framing(error)) => {
+                self.received = true;
+                error.into()
+            }
+            None => fallback,
+        }
+    }
+}
+
+impl<T> Future for Exchange<T>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    type Output = Result<Response<ResponseBody>, Failure>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let Some(wire) = this.wire.as_mut() else {
+            unreachable!("an exchange is not polled after it is done");
+        };
+        if this.sender.state != Sending::Done && this.send_error.is_none() {
+            match this.sender.poll_send(wire, cx) {
+                // The socket failed: what the server answered before (if anything) still
+                // decides; the failure is reported if nothing is there.
+                Poll::Ready(Err(error @ SendError::Io(_))) => this.send_error = Some(error),
+                // The request cannot be completed (the server would wait for the rest).
+                Poll::Ready(Err(error)) => {
+                    this.send_error = Some(error);
+                    let error = this.send_failure(CLOSED_BEFORE_RESPONSE.into());
+                    return this.fail(error);
+                }
+                Poll::Ready(Ok(())) | Poll::Pending => {}
+            }
+        }
+        // The response is read while the request is still being written too: an early
+        // answer, or a reset.
+        let head = loop {
+            if !wire.buffered().is_empty() {
+                match h1::parse_response_head(wire.buffered(), this.head_request) {
+                    Ok(Some(Parsed::Interim(len))) => {
+                        wire.consume(len);
+                        continue;
+                    }
+                    Ok(Some(Parsed::Head(head))) => {
+                        wire.consume(head.len);
+                        break head;
+                    }
+                    Ok(None) => {}
+                    Err(error) => return this.fail(error.into()),
+                }
+            }
+            match wire.poll_fill(cx) {
+                Poll::Ready(Ok(0)) => {
+                    let fallback = if this.received {
+                        CLOSED_IN_HEAD
+                    } else {
+                        CLOSED_BEFORE_RESPONSE
+                    };
+                    let error = this.send_failure(fallback.into());
+                    return this.fail(error);
+                }
+                Poll::Ready(Ok(_)) => this.received = true,
+                Poll::Ready(Err(error)) => {
+                    let error = this.send_failure(error.into());
+                    return this.fail(error);
+                }
+                // The socket failed for writing and no answer is there: none will come.
+                Poll::Pending if this.send_error.is_some() => {
+                    let error = this.send_failure(CLOSED_BEFORE_RESPONSE.into());
+                    return this.fail(error);
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        };
+
+        let (Some(mut wire), Some(mut lease)) = (this.wire.take(), this.lease.take()) else {
+            unreachable!("taken only here and in fail");
+        };
+        let mut after = AfterResponse::decide(
+            this.asked_close,
+            head.parts.version,
+            head.parts.status,
+            &head.parts.headers,
+            head.framing,
+        );
+        if this.sender.state != Sending::Done {
+            // Answered before the request was all sent: what is left of it can never go out.
+            after = AfterResponse::Close(match after {
+                AfterResponse::Close(reason) => reason,
+                AfterResponse::Reuse { .. } => PoolCloseReason::Canceled,
+            });
+        }
+        let body = match head.framing {
+            RespFraming::Length(n) if wire.buffered().len() as u64 >= n => {
+                // The whole body came with the head: the connection goes back now.
+                let data = wire.take(n as usize);
+                lease.give_back(wire, after);
+                ResponseBody::full(data)
+            }
+            framing => ResponseBody::streaming(Streaming::new(wire, lease, framing, after)),
+        };
+        Poll::Ready(Ok(Response::from_parts(head.parts, body)))
+    }
+}
