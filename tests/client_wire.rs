@@ -253,11 +253,8 @@ async fn request_trailers_reach_the_server() {
 /// A body whose size hint is exact (`Full`) goes with a Content-Length of that size, never
 /// chunked, whichever way the client sends it: streamed as it is (a POST, not replayable;
 /// a PUT larger than the 64 KiB replay buffer) or held for a replay (a small PUT).
-///
-/// FAILS (crate bug, left failing on purpose): `ReqBody::stream` (src/client/body.rs) wraps
-/// the caller's body in http-body-util's `map_frame`, whose `size_hint` is the default
-/// (unknown), so every streamed body of exact size goes chunked; only the small PUT, collected
-/// for a replay, gets its Content-Length.
+/// (It failed while the streamed body went through http-body-util's `map_frame`, which loses
+/// the size hint.)
 #[tokio::test]
 async fn a_body_of_exact_size_is_sent_with_its_content_length() {
     let server = HyperServer::start().await;

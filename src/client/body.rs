@@ -41,11 +41,7 @@ impl ReqBody {
         B::Data: Send,
         B::Error: Into<crate::BoxError>,
     {
-        ReqBody::Stream(
-            body.map_frame(|frame| frame.map_data(|mut data| data.copy_to_bytes(data.remaining())))
-                .map_err(Into::into)
-                .boxed_unsync(),
-        )
+        ReqBody::Stream(IntoBytes { body }.boxed_unsync())
     }
 
     /// Bytes held in full (a body kept for a replay).
@@ -55,6 +51,46 @@ impl ReqBody {
         } else {
             ReqBody::Full(Some(bytes))
         }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The caller's body with its data as `Bytes` and its error boxed. (Not `map_frame`: that
+    /// loses the body's size hint, and with it the Content-Length of a body of known size.)
+    struct IntoBytes<B> {
+        #[pin]
+        body: B,
+    }
+}
+
+impl<B> Body for IntoBytes<B>
+where
+    B: Body,
+    B::Error: Into<crate::BoxError>,
+{
+    type Data = Bytes;
+    type Error = crate::BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.project().body.poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(
+                frame.map_data(|mut data| data.copy_to_bytes(data.remaining()))
+            ))),
+            Poll::Ready(Some(Err(error))) => Poll::Ready(Some(Err(error.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 
