@@ -837,3 +837,716 @@ mod tests {
         assert!(decode_all(b"5\r\nhel", 2).is_err(), "cut");
     }
 }
+
+/// Property tests of the wire format: the response-head parser and the chunked decoder on
+/// whatever a peer may send (no panic, ranges and lengths within the input, bytes after a
+/// message left alone), and the request-head encoder against `httparse`'s reading of it.
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn config() -> ProptestConfig {
+        ProptestConfig {
+            cases: 256,
+            // No files: a failing case is printed, not persisted.
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        }
+    }
+
+    // ---- (a) response heads ------------------------------------------------------------
+
+    /// Status lines, well formed (final, interim, 101, bodiless) and not.
+    fn status_line() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            8 => (
+                prop::sample::select(vec!["HTTP/1.1", "HTTP/1.0"]),
+                prop_oneof![100u16..=999, 100u16..200, Just(101), Just(204), Just(304)],
+                "[ -~]{0,12}",
+            )
+                .prop_map(|(v, code, reason)| format!("{v} {code} {reason}\r\n").into_bytes()),
+            1 => Just(b"HTTP/1.1 200 OK\n".to_vec()),
+            1 => Just(b"HTTP/1.1 200\r\n".to_vec()),
+            1 => prop::collection::vec(any::<u8>(), 0..24),
+        ]
+    }
+
+    /// A header line: framing headers with good and bad values, other names, raw bytes.
+    fn header_line() -> impl Strategy<Value = Vec<u8>> {
+        let value = prop_oneof![
+            6 => "[ -~]{0,16}".prop_map(String::into_bytes),
+            1 => prop::collection::vec(any::<u8>(), 0..16),
+        ];
+        let name = prop_oneof![
+            Just("Content-Length".to_string()),
+            Just("content-length".to_string()),
+            Just("Transfer-Encoding".to_string()),
+            Just("Connection".to_string()),
+            Just("Keep-Alive".to_string()),
+            "[!#$%&'*+.^_`|~0-9A-Za-z-]{1,12}",
+        ];
+        let framing_value = prop::sample::select(vec![
+            "0",
+            "5",
+            "5, 5",
+            "5,6",
+            "-1",
+            "+5",
+            "",
+            " 7 ",
+            "99999999999999999999",
+            "chunked",
+            "gzip, chunked",
+            "chunked, gzip",
+            "CHUNKED",
+            "gzip",
+            "close",
+            "keep-alive",
+        ]);
+        prop_oneof![
+            4 => (name.clone(), framing_value).prop_map(|(n, v)| format!("{n}: {v}\r\n").into_bytes()),
+            4 => (name, value).prop_map(|(n, v)| {
+                let mut line = n.into_bytes();
+                line.extend_from_slice(b": ");
+                line.extend(v);
+                line.extend_from_slice(b"\r\n");
+                line
+            }),
+            1 => prop::collection::vec(any::<u8>(), 0..24),
+        ]
+    }
+
+    /// A response head (or something like one) and whatever follows it.
+    fn response_bytes() -> impl Strategy<Value = Vec<u8>> {
+        (
+            status_line(),
+            prop::collection::vec(header_line(), 0..6),
+            prop::bool::weighted(0.9),
+            prop::collection::vec(any::<u8>(), 0..64),
+        )
+            .prop_map(|(status, lines, end, rest)| {
+                let mut bytes = status;
+                for line in lines {
+                    bytes.extend(line);
+                }
+                if end {
+                    bytes.extend_from_slice(b"\r\n");
+                }
+                bytes.extend(rest);
+                bytes
+            })
+    }
+
+    /// The invariants of one parse: lengths within the input, and a head whose reading does
+    /// not depend on the bytes after it, nor fails on any prefix of it (the bytes come in any
+    /// pieces).
+    fn check_head(input: &[u8], head_request: bool) -> Result<(), TestCaseError> {
+        let parsed = parse_response_head(input, head_request);
+        let len = match &parsed {
+            Ok(Some(Parsed::Head(head))) => head.len,
+            Ok(Some(Parsed::Interim(len))) => *len,
+            Ok(None) | Err(_) => return Ok(()),
+        };
+        prop_assert!(len > 0 && len <= input.len(), "{len} of {}", input.len());
+        match (&parsed, parse_response_head(&input[..len], head_request)) {
+            (Ok(Some(Parsed::Head(whole))), Ok(Some(Parsed::Head(alone)))) => {
+                prop_assert_eq!(whole.len, alone.len);
+                prop_assert_eq!(whole.framing, alone.framing);
+                prop_assert_eq!(&whole.parts.headers, &alone.parts.headers);
+                prop_assert_eq!(whole.parts.status, alone.parts.status);
+            }
+            (Ok(Some(Parsed::Interim(_))), Ok(Some(Parsed::Interim(alone)))) => {
+                prop_assert_eq!(len, alone)
+            }
+            (_, alone) => prop_assert!(false, "the head alone reads {alone:?}"),
+        }
+        for cut in 0..len {
+            let prefix = parse_response_head(&input[..cut], head_request);
+            prop_assert!(
+                matches!(prefix, Ok(None)),
+                "a prefix of {cut} bytes of a {len}-byte head reads {prefix:?}"
+            );
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn response_head_any_bytes(
+            input in prop::collection::vec(any::<u8>(), 0..512),
+            head_request in any::<bool>(),
+        ) {
+            check_head(&input, head_request)?;
+        }
+
+        #[test]
+        fn response_head_any_bytes_after_a_status_line(
+            status in status_line(),
+            rest in prop::collection::vec(any::<u8>(), 0..256),
+            head_request in any::<bool>(),
+        ) {
+            let mut input = status;
+            input.extend(rest);
+            check_head(&input, head_request)?;
+        }
+
+        #[test]
+        fn response_head_shaped_bytes(input in response_bytes(), head_request in any::<bool>()) {
+            check_head(&input, head_request)?;
+        }
+    }
+
+    // ---- (b), (c) chunked bodies -------------------------------------------------------
+
+    /// What feeding a decoder gave.
+    #[derive(Debug)]
+    struct Fed {
+        body: Vec<u8>,
+        trailers: Option<HeaderMap>,
+        /// The bytes after the body's end (buffered and not yet fed).
+        rest: Vec<u8>,
+    }
+
+    /// Feeds `input` to a decoder in pieces of `pieces` bytes (cycled), the way `decode_all`
+    /// does; `like_reader`: after each piece of data that ends a chunk, looks for the body's end
+    /// with `stop_at_data` as the response body reader does. Asserts on every call that what
+    /// `decode` returns lies within its input.
+    fn feed(
+        input: &[u8],
+        pieces: &[usize],
+        like_reader: bool,
+    ) -> Result<Result<Fed, ProtocolError>, TestCaseError> {
+        let mut decoder = ChunkedDecoder::default();
+        let mut buffered = Vec::new();
+        let (mut body, mut fed, mut piece) = (Vec::new(), 0, 0);
+        let done = |buffered: &mut Vec<u8>, body, trailers, fed: usize| {
+            buffered.extend_from_slice(&input[fed..]);
+            Ok(Ok(Fed {
+                body,
+                trailers,
+                rest: std::mem::take(buffered),
+            }))
+        };
+        loop {
+            let (used, found) = match decoder.decode(&buffered, false) {
+                Ok(found) => found,
+                Err(error) => return Ok(Err(error)),
+            };
+            prop_assert!(used <= buffered.len(), "{used} of {}", buffered.len());
+            match found {
+                Chunk::Data(range) => {
+                    prop_assert!(
+                        range.start < range.end && range.end <= used,
+                        "{range:?}, {used} used of {}",
+                        buffered.len()
+                    );
+                    body.extend_from_slice(&buffered[range]);
+                    buffered.drain(..used);
+                    if like_reader && !decoder.in_data() {
+                        let (used, found) = match decoder.decode(&buffered, true) {
+                            Ok(found) => found,
+                            Err(error) => return Ok(Err(error)),
+                        };
+                        prop_assert!(used <= buffered.len(), "{used} of {}", buffered.len());
+                        buffered.drain(..used);
+                        match found {
+                            Chunk::End => return done(&mut buffered, body, None, fed),
+                            Chunk::Trailers(t) => return done(&mut buffered, body, Some(t), fed),
+                            Chunk::More => {}
+                            Chunk::Data(range) => {
+                                prop_assert!(false, "data {range:?} when told to stop at data")
+                            }
+                        }
+                    }
+                }
+                Chunk::Trailers(trailers) => {
+                    buffered.drain(..used);
+                    return done(&mut buffered, body, Some(trailers), fed);
+                }
+                Chunk::End => {
+                    buffered.drain(..used);
+                    return done(&mut buffered, body, None, fed);
+                }
+                Chunk::More => {
+                    buffered.drain(..used);
+                    if fed == input.len() {
+                        return Ok(Err(ProtocolError("cut")));
+                    }
+                    let next = (fed + pieces[piece % pieces.len()].max(1)).min(input.len());
+                    piece += 1;
+                    buffered.extend_from_slice(&input[fed..next]);
+                    fed = next;
+                }
+            }
+        }
+    }
+
+    /// A chunked body: the data, how it is cut into chunks, and how each size line is written.
+    #[derive(Debug, Clone)]
+    struct ChunkedCase {
+        data: Vec<u8>,
+        sizes: Vec<usize>,
+        /// Per chunk (cycled): upper-case hex, leading zeros, an extension.
+        lines: Vec<(bool, usize, Option<&'static str>)>,
+        last_line: (usize, Option<&'static str>),
+        trailers: Vec<(String, String)>,
+    }
+
+    const EXTENSIONS: &[&str] = &[
+        ";a",
+        ";a=b",
+        ";name=\"quoted value\"",
+        " ;x=1",
+        "\t;y",
+        ";a=1;b=2",
+        "; spaced = out",
+    ];
+
+    fn chunked_case() -> impl Strategy<Value = ChunkedCase> {
+        (
+            prop::collection::vec(any::<u8>(), 0..2048),
+            prop::collection::vec(1usize..600, 1..8),
+            prop::collection::vec(
+                (
+                    any::<bool>(),
+                    0usize..4,
+                    prop::option::of(prop::sample::select(EXTENSIONS)),
+                ),
+                1..6,
+            ),
+            (
+                0usize..4,
+                prop::option::of(prop::sample::select(EXTENSIONS)),
+            ),
+            prop::collection::vec(
+                (
+                    "[!#$%&'*+.^_`|~0-9a-z-]{1,12}",
+                    "([!-~]([ -~]{0,10}[!-~])?)?",
+                ),
+                0..4,
+            ),
+        )
+            .prop_map(|(data, sizes, lines, last_line, trailers)| ChunkedCase {
+                data,
+                sizes,
+                lines,
+                last_line,
+                trailers,
+            })
+    }
+
+    impl ChunkedCase {
+        fn encode(&self) -> Vec<u8> {
+            let mut out = Vec::new();
+            let mut at = 0;
+            let mut i = 0;
+            while at < self.data.len() {
+                let n = self.sizes[i % self.sizes.len()].min(self.data.len() - at);
+                let (upper, zeros, ext) = self.lines[i % self.lines.len()];
+                let hex = if upper {
+                    format!("{n:X}")
+                } else {
+                    format!("{n:x}")
+                };
+                out.extend(std::iter::repeat_n(b'0', zeros));
+                out.extend_from_slice(hex.as_bytes());
+                out.extend_from_slice(ext.unwrap_or("").as_bytes());
+                out.extend_from_slice(b"\r\n");
+                out.extend_from_slice(&self.data[at..at + n]);
+                out.extend_from_slice(b"\r\n");
+                at += n;
+                i += 1;
+            }
+            out.extend(std::iter::repeat_n(b'0', self.last_line.0 + 1));
+            out.extend_from_slice(self.last_line.1.unwrap_or("").as_bytes());
+            out.extend_from_slice(b"\r\n");
+            for (name, value) in &self.trailers {
+                out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+            }
+            out.extend_from_slice(b"\r\n");
+            out
+        }
+
+        fn expected_trailers(&self) -> Option<HeaderMap> {
+            if self.trailers.is_empty() {
+                return None;
+            }
+            let mut map = HeaderMap::new();
+            for (name, value) in &self.trailers {
+                map.append(
+                    HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                    HeaderValue::from_str(value).unwrap(),
+                );
+            }
+            Some(map)
+        }
+    }
+
+    /// Bytes that look like chunked framing often enough to get past the first line.
+    fn chunk_like_bytes() -> impl Strategy<Value = Vec<u8>> {
+        let alphabet: Vec<u8> = b"0123456789abcdefABCDEF;= \t\r\n\r\nxz:\"".to_vec();
+        prop_oneof![
+            prop::collection::vec(any::<u8>(), 0..512),
+            prop::collection::vec(prop::sample::select(alphabet), 0..512),
+            // A valid start, then anything.
+            (
+                prop::sample::select(vec![
+                    &b"5\r\nhello\r\n"[..],
+                    b"0\r\n",
+                    b"3;x=y\r\nabc\r\n0\r\n",
+                    b"1\r\n"
+                ]),
+                prop::collection::vec(any::<u8>(), 0..256),
+            )
+                .prop_map(|(start, rest)| {
+                    let mut bytes = start.to_vec();
+                    bytes.extend(rest);
+                    bytes
+                }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        /// (b): a chunked encoding decodes to exactly its data and trailers, in any pieces,
+        /// and the bytes after it (the next response) are left exactly as they were.
+        #[test]
+        fn chunked_round_trip(
+            case in chunked_case(),
+            pieces in prop::collection::vec(1usize..80, 1..12),
+            like_reader in any::<bool>(),
+            after in prop::collection::vec(any::<u8>(), 0..32),
+        ) {
+            let mut input = case.encode();
+            input.extend_from_slice(&after);
+            let fed = feed(&input, &pieces, like_reader)?;
+            let fed = match fed {
+                Ok(fed) => fed,
+                Err(error) => return Err(TestCaseError::fail(format!(
+                    "{error} on {:?}",
+                    String::from_utf8_lossy(&input)
+                ))),
+            };
+            prop_assert_eq!(&fed.body, &case.data);
+            prop_assert_eq!(fed.trailers, case.expected_trailers());
+            prop_assert_eq!(fed.rest, after);
+        }
+
+        /// (c): any bytes in any pieces: no panic, and every range and length within the
+        /// input given.
+        #[test]
+        fn chunked_any_bytes(
+            input in chunk_like_bytes(),
+            pieces in prop::collection::vec(1usize..64, 1..12),
+            like_reader in any::<bool>(),
+        ) {
+            let _ = feed(&input, &pieces, like_reader)?;
+        }
+
+        /// (c), one call: any bytes to a decoder in any state reached by a valid prefix.
+        #[test]
+        fn chunked_any_bytes_after_a_valid_prefix(
+            case in chunked_case(),
+            cut in any::<prop::sample::Index>(),
+            garbage in prop::collection::vec(any::<u8>(), 0..256),
+            stop_at_data in any::<bool>(),
+        ) {
+            let valid = case.encode();
+            let cut = cut.index(valid.len());
+            let mut decoder = ChunkedDecoder::default();
+            let mut input = valid[..cut].to_vec();
+            // Brings the decoder to where the prefix leaves it.
+            loop {
+                match decoder.decode(&input, false) {
+                    Ok((used, Chunk::Data(range))) => {
+                        prop_assert!(range.start < range.end && range.end <= used);
+                        prop_assert!(used <= input.len());
+                        input.drain(..used);
+                    }
+                    Ok((used, _)) => {
+                        prop_assert!(used <= input.len());
+                        input.drain(..used);
+                        break;
+                    }
+                    Err(error) => return Err(TestCaseError::fail(format!("{error} on a valid prefix"))),
+                }
+            }
+            input.extend(garbage);
+            if let Ok((used, found)) = decoder.decode(&input, stop_at_data) {
+                prop_assert!(used <= input.len());
+                if let Chunk::Data(range) = found {
+                    prop_assert!(!stop_at_data);
+                    prop_assert!(range.start < range.end && range.end <= used);
+                }
+            }
+        }
+    }
+
+    // ---- (d) request heads -------------------------------------------------------------
+
+    #[derive(Debug, Clone)]
+    struct RequestCase {
+        method: Method,
+        uri: Uri,
+        version: Version,
+        headers: HeaderMap,
+        body: BodyLength,
+    }
+
+    fn method() -> impl Strategy<Value = Method> {
+        prop_oneof![
+            prop::sample::select(vec![
+                Method::GET,
+                Method::HEAD,
+                Method::POST,
+                Method::PUT,
+                Method::DELETE,
+                Method::OPTIONS,
+                Method::TRACE,
+                Method::PATCH,
+                Method::CONNECT,
+            ]),
+            "[!#$%&'*+.^_`|~0-9A-Z-]{1,10}".prop_map(|m| Method::from_bytes(m.as_bytes()).unwrap()),
+        ]
+    }
+
+    fn uri() -> impl Strategy<Value = Uri> {
+        (
+            prop::option::of("[a-z]{1,4}(:[a-z]{1,4})?"),
+            prop_oneof![
+                "[a-z][a-z0-9-]{0,10}(\\.[a-z]{1,5}){0,2}",
+                Just("127.0.0.1".to_string()),
+                Just("[::1]".to_string())
+            ],
+            prop::option::of(1u16..),
+            prop::collection::vec("[a-zA-Z0-9._~!$&'()*+,;=:@%-]{0,8}", 0..4),
+            prop::option::of("[a-zA-Z0-9=&%/?.-]{0,12}"),
+        )
+            .prop_map(|(userinfo, host, port, segments, query)| {
+                let mut text = String::from("http://");
+                if let Some(userinfo) = userinfo {
+                    text.push_str(&userinfo);
+                    text.push('@');
+                }
+                text.push_str(&host);
+                if let Some(port) = port {
+                    text.push_str(&format!(":{port}"));
+                }
+                // (Always a path: a URI with a query and no path goes out without the
+                // origin form's slash, see tests/client_h1_review.rs.)
+                text.push('/');
+                text.push_str(&segments.join("/"));
+                if let Some(query) = query {
+                    text.push('?');
+                    text.push_str(&query);
+                }
+                text.parse().unwrap()
+            })
+    }
+
+    /// A header value without leading or trailing whitespace (HTTP/1 cannot carry those).
+    fn header_value() -> impl Strategy<Value = HeaderValue> {
+        prop_oneof![
+            "([!-~]([ -~]{0,14}[!-~])?)?".prop_map(|v| HeaderValue::from_str(&v).unwrap()),
+            // obs-text too
+            (prop::collection::vec(prop_oneof![0x21u8..=0x7e, 0x80u8..=0xff], 1..8))
+                .prop_map(|v| HeaderValue::from_bytes(&v).unwrap()),
+        ]
+    }
+
+    fn headers() -> impl Strategy<Value = HeaderMap> {
+        let other = ("[!#$%&'*+.^_`|~0-9A-Za-z-]{1,12}", header_value()).prop_filter_map(
+            "a framing header",
+            |(name, value)| {
+                let name = HeaderName::from_bytes(name.as_bytes()).unwrap();
+                let special = [HOST, CONTENT_LENGTH, TRANSFER_ENCODING, CONNECTION];
+                (!special.contains(&name)).then_some((name, value))
+            },
+        );
+        let special = prop_oneof![
+            prop::sample::select(vec!["h", "other.example:81"]).prop_map(|v| (HOST, v)),
+            prop::sample::select(vec!["0", "5", "17", "5, 5", "x", "-1"])
+                .prop_map(|v| (CONTENT_LENGTH, v)),
+            prop::sample::select(vec![
+                "chunked",
+                "gzip",
+                "gzip, chunked",
+                "chunked, gzip",
+                "Chunked"
+            ])
+            .prop_map(|v| (TRANSFER_ENCODING, v)),
+            prop::sample::select(vec!["close", "keep-alive", "x-custom"])
+                .prop_map(|v| (CONNECTION, v)),
+        ]
+        .prop_map(|(name, value)| (name, HeaderValue::from_static(value)));
+        prop::collection::vec(prop_oneof![3 => other, 1 => special], 0..10).prop_map(|pairs| {
+            let mut map = HeaderMap::new();
+            for (name, value) in pairs {
+                map.append(name, value);
+            }
+            map
+        })
+    }
+
+    fn request_case() -> impl Strategy<Value = RequestCase> {
+        (
+            method(),
+            uri(),
+            prop::sample::select(vec![Version::HTTP_11, Version::HTTP_10]),
+            headers(),
+            prop_oneof![
+                Just(BodyLength::Empty),
+                Just(BodyLength::Unknown),
+                prop::sample::select(vec![0u64, 5, 17, 1 << 40]).prop_map(BodyLength::Exact),
+            ],
+        )
+            .prop_map(|(method, uri, version, headers, body)| RequestCase {
+                method,
+                uri,
+                version,
+                headers,
+                body,
+            })
+    }
+
+    /// The host of a URI's authority, without the userinfo.
+    fn host_of(uri: &Uri) -> &str {
+        let authority = uri.authority().unwrap().as_str();
+        authority
+            .rsplit_once('@')
+            .map_or(authority, |(_, host)| host)
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        /// (d): the encoded head parses back to the same method, target, version and headers,
+        /// with only the host and framing lines the encoder adds; never both Content-Length and
+        /// Transfer-Encoding; its framing is what the head says; and it is refused exactly
+        /// when it cannot be framed.
+        #[test]
+        fn request_head_round_trip(case in request_case()) {
+            let RequestCase { method, uri, version, headers, body } = &case;
+            let mut out = Vec::new();
+            let result = encode_request_head(&mut out, method, uri, *version, headers, *body);
+
+            let caller_te: Vec<&[u8]> =
+                headers.get_all(TRANSFER_ENCODING).iter().map(|v| v.as_bytes()).collect();
+            let caller_cl: Vec<Option<u64>> = headers
+                .get_all(CONTENT_LENGTH)
+                .iter()
+                .map(|v| parse_content_length(v.as_bytes()))
+                .collect();
+            let cl_value = match caller_cl.split_first() {
+                Some((first, rest)) if rest.iter().all(|v| v == first) => *first,
+                _ => None,
+            };
+            let should_fail = if !caller_te.is_empty() {
+                *version == Version::HTTP_10
+            } else if !caller_cl.is_empty() {
+                cl_value.is_none()
+                    || matches!(*body, BodyLength::Exact(n) if Some(n) != cl_value)
+            } else {
+                *version == Version::HTTP_10 && *body == BodyLength::Unknown
+            };
+            let framing = match result {
+                Ok(framing) => framing,
+                Err(error) => {
+                    prop_assert!(should_fail, "refused: {error}");
+                    return Ok(());
+                }
+            };
+            prop_assert!(!should_fail, "not refused: {}", String::from_utf8_lossy(&out));
+
+            let mut slots = [httparse::EMPTY_HEADER; 64];
+            let mut request = httparse::Request::new(&mut slots);
+            let parsed = request.parse(&out);
+            prop_assert!(
+                matches!(parsed, Ok(httparse::Status::Complete(n)) if n == out.len()),
+                "{parsed:?}: {}",
+                String::from_utf8_lossy(&out)
+            );
+            prop_assert_eq!(request.method, Some(method.as_str()));
+            let target = if *method == Method::CONNECT {
+                uri.authority().unwrap().as_str()
+            } else {
+                uri.path_and_query().unwrap().as_str()
+            };
+            prop_assert_eq!(request.path, Some(target));
+            prop_assert_eq!(request.version, Some(if *version == Version::HTTP_10 { 0 } else { 1 }));
+
+            let lines: Vec<(HeaderName, &[u8])> = request
+                .headers
+                .iter()
+                .map(|h| (HeaderName::from_bytes(h.name.as_bytes()).unwrap(), h.value))
+                .collect();
+            // The caller's lines, in order (a Content-Length beside Transfer-Encoding dropped),
+            // and among them only what the encoder may add.
+            let mut theirs = headers
+                .iter()
+                .filter(|(name, _)| caller_te.is_empty() || *name != CONTENT_LENGTH)
+                .peekable();
+            let mut added = Vec::new();
+            for (name, value) in &lines {
+                match theirs.peek() {
+                    Some((n, v)) if *n == name && v.as_bytes() == *value => {
+                        theirs.next();
+                    }
+                    _ => added.push((name.clone(), *value)),
+                }
+            }
+            prop_assert!(theirs.peek().is_none(), "a caller's header is missing");
+            for (name, value) in &added {
+                let allowed = if *name == HOST {
+                    !headers.contains_key(HOST) && *value == host_of(uri).as_bytes()
+                } else if *name == TRANSFER_ENCODING {
+                    framing == ReqFraming::Chunked
+                        && *value == b"chunked"
+                        && !caller_te.last().is_some_and(|te| last_coding_is_chunked(te))
+                } else if *name == CONTENT_LENGTH {
+                    caller_te.is_empty()
+                        && caller_cl.is_empty()
+                        && matches!(framing, ReqFraming::Length(n) if value == &n.to_string().as_bytes())
+                } else if *name == CONNECTION {
+                    *version == Version::HTTP_10
+                        && !headers.contains_key(CONNECTION)
+                        && *value == b"keep-alive"
+                } else {
+                    false
+                };
+                prop_assert!(allowed, "added {name}: {:?}", String::from_utf8_lossy(value));
+            }
+            prop_assert_eq!(lines.iter().filter(|(n, _)| *n == HOST).count(), 1.max(headers.get_all(HOST).iter().count()));
+
+            // Framing: never both; what the head says is what the body is sent as.
+            let te: Vec<&[u8]> = lines.iter().filter(|(n, _)| *n == TRANSFER_ENCODING).map(|(_, v)| *v).collect();
+            let cl: Vec<&[u8]> = lines.iter().filter(|(n, _)| *n == CONTENT_LENGTH).map(|(_, v)| *v).collect();
+            prop_assert!(te.is_empty() || cl.is_empty(), "both: {}", String::from_utf8_lossy(&out));
+            match framing {
+                ReqFraming::Chunked => {
+                    prop_assert_eq!(*version, Version::HTTP_11);
+                    prop_assert!(te.last().is_some_and(|v| last_coding_is_chunked(v)));
+                }
+                ReqFraming::Length(n) => {
+                    prop_assert!(te.is_empty());
+                    for value in &cl {
+                        prop_assert_eq!(parse_content_length(value), Some(n));
+                    }
+                    if cl.is_empty() {
+                        prop_assert_eq!(n, 0);
+                    }
+                    if let BodyLength::Exact(exact) = body {
+                        prop_assert_eq!(n, *exact);
+                    }
+                }
+            }
+            if *body == BodyLength::Unknown && caller_cl.is_empty() {
+                prop_assert_eq!(framing, ReqFraming::Chunked);
+            }
+        }
+    }
+}
