@@ -1,20 +1,18 @@
-//! Review of the client's own HTTP/1 (`src/client/{h1,exchange,body,conn}.rs`): scenarios over
-//! real sockets on loopback that the review found the client gets wrong. Each test states the
-//! behaviour expected and FAILS on purpose on the code reviewed; where the point is how a
-//! mature HTTP/1 client behaves on the same wire, a control test drives hyper's own client
-//! connection through the same scenario (and passes).
+//! The client's own HTTP/1 (`src/client/{h1,exchange,body,conn}.rs`) on scenarios a review
+//! found it got wrong at first, over real sockets on loopback; where the point is how a mature
+//! HTTP/1 client behaves on the same wire, a control test drives hyper's own client connection
+//! through the same scenario.
 //!
-//! - A response head that comes while the request body is still streaming ends the request
-//!   body (the `Exchange` and its `Sender` are dropped with it), so a server that answers as it
-//!   reads (an echo, any full-duplex stream) never gets the rest and the response never ends.
-//! - `Sender::poll_send` never flushes while the request body is pending, so bytes a
-//!   buffering transport accepted (a `BufWriter`, or tokio-rustls' queued records under
-//!   backpressure) stay unsent until the next frame or the body's end.
-//! - A 2xx response to CONNECT that carries `Content-Length: 0` puts the (now tunnelled)
-//!   connection back in the pool for the next request.
-//! - A URI with a query and no path (`http://h?x=1`) is sent as `GET ?x=1 HTTP/1.1`, which is
-//!   not an origin-form target: a hyper server answers 400.
-//! - A CONNECT request's authority-form target carries the URI's userinfo (`user:pw@host:port`).
+//! - A response head that comes while the request body is still streaming does not end the
+//!   request body: a server that answers as it reads (an echo, any full-duplex stream) gets
+//!   the rest while the response is read.
+//! - While the request body is pending, what was written is flushed, so bytes a buffering
+//!   transport accepted (a `BufWriter`, or tokio-rustls' queued records under backpressure)
+//!   do not wait for the next frame.
+//! - A 2xx response to CONNECT, even with `Content-Length: 0`, never puts the (now tunnelled)
+//!   connection back in the pool.
+//! - A URI with a query and no path (`http://h?x=1`) is sent as `GET /?x=1 HTTP/1.1`.
+//! - A CONNECT request's authority-form target never carries the URI's userinfo.
 
 mod support;
 

@@ -1,6 +1,6 @@
 //! Bad input on the client: every malformed or hostile response gives a typed error (a
-//! `keepalive::client::Error` of kind `Request` for a bad head, a `hyper::Error` from the body
-//! for a bad body), and a connection in doubt is never reused: the next request runs on a new
+//! `keepalive::client::Error` of kind `Request` for a bad head, of kind `ResponseBody` from the
+//! body for a bad body), and a connection in doubt is never reused: the next request runs on a new
 //! connection and gets its own response, never bytes left over from the bad one.
 //!
 //! The servers here are scripted raw tokio servers on their own loopback addresses, so each
@@ -54,7 +54,10 @@ where
             Err(error) => Outcome::RequestError(error.kind().clone(), error.to_string()),
             Ok(response) => match response.into_body().collect().await {
                 Ok(body) => Outcome::Body(body.to_bytes()),
-                Err(error) => Outcome::BodyError(error.to_string()),
+                Err(error) => {
+                    assert_eq!(error.kind(), &ErrorKind::ResponseBody, "{error}");
+                    Outcome::BodyError(error.to_string())
+                }
             },
         }
     })
@@ -111,6 +114,7 @@ async fn malformed_response_heads_are_typed_request_errors_and_the_connection_is
         ("a negative Content-Length", b"HTTP/1.1 200 OK\r\nContent-Length: -2\r\n\r\nok".to_vec()),
         ("two different Content-Lengths", b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok!".to_vec()),
         ("an overflowing Content-Length", b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999999\r\n\r\nok".to_vec()),
+        ("33 interim responses", format!("{}HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", "HTTP/1.1 100 Continue\r\n\r\n".repeat(33)).into_bytes()),
         ("Transfer-Encoding on HTTP/1.0", b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n0\r\n\r\n".to_vec()),
     ];
     for (case, bytes) in cases {

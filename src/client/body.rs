@@ -17,6 +17,7 @@ use tokio::time::Instant;
 
 use super::conn::{ClientConn, Wire};
 use super::error::{Error, ErrorKind};
+use super::exchange::{SendError, Sender};
 use super::h1::{Chunk, ChunkedDecoder, ProtocolError, RespFraming};
 use super::pool::{History, HostId, Pool, Reuse};
 use super::service::PoolKey;
@@ -331,6 +332,9 @@ where
     after: AfterResponse,
     /// Trailers read with the body's last data (returned as its last frame).
     trailers: Option<HeaderMap>,
+    /// The rest of the request, when the response came before its end: sent while the body
+    /// is read.
+    upload: Option<Sender>,
 }
 
 impl<T> Streaming<T>
@@ -342,6 +346,7 @@ where
         lease: Lease<T>,
         framing: RespFraming,
         after: AfterResponse,
+        upload: Option<Sender>,
     ) -> Self {
         Streaming {
             wire: Some(wire),
@@ -353,12 +358,17 @@ where
             },
             after,
             trailers: None,
+            upload,
         }
     }
 
     /// The body ended: the connection goes back (or is closed).
     fn end(&mut self) {
         self.reading = Reading::Done;
+        if self.upload.take().is_some() {
+            // The response ended before the request: the rest of it will never go out.
+            self.after = AfterResponse::Close(PoolCloseReason::Canceled);
+        }
         if let Some(wire) = self.wire.take() {
             self.lease.give_back(wire, self.after);
         }
@@ -383,6 +393,23 @@ where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        if let (Some(upload), Some(wire)) = (self.upload.as_mut(), self.wire.as_mut()) {
+            match upload.poll_send(wire, cx) {
+                Poll::Ready(Ok(())) => self.upload = None,
+                // The response may still end: it is read on, and the connection not reused.
+                Poll::Ready(Err(SendError::Io(error))) => {
+                    tracing::debug!(%error, "sending the rest of the request failed");
+                    self.upload = None;
+                    self.after = AfterResponse::Close(PoolCloseReason::Error);
+                }
+                // The request cannot be completed: the server would wait for its rest.
+                Poll::Ready(Err(error)) => {
+                    self.upload = None;
+                    return self.fail(error.into_box());
+                }
+                Poll::Pending => {}
+            }
+        }
         loop {
             if let Reading::Failed(error) = &self.reading {
                 let error = error.clone();

@@ -36,6 +36,9 @@ pub(crate) struct Failure {
 const CLOSED_BEFORE_RESPONSE: ProtocolError =
     ProtocolError("connection closed by the server before a response");
 
+const TOO_MANY_INTERIM: ProtocolError =
+    ProtocolError("the server sent too many interim (1xx) responses");
+
 const CLOSED_IN_HEAD: ProtocolError =
     ProtocolError("connection closed by the server in the middle of the response head");
 
@@ -55,7 +58,7 @@ enum Sending {
 }
 
 /// What writing the request failed on.
-enum SendError {
+pub(crate) enum SendError {
     Io(io::Error),
     /// The caller's body failed.
     Body(BoxError),
@@ -63,8 +66,25 @@ enum SendError {
     Framing(ProtocolError),
 }
 
-/// Writes the request: the encoded head, the body in its framing, a flush.
-struct Sender {
+/// Interim (1xx) responses skipped before a final one, at most.
+const MAX_INTERIM: u8 = 32;
+
+impl SendError {
+    /// As the error of a response body whose request could not be completed.
+    pub(crate) fn into_box(self) -> BoxError {
+        match self {
+            SendError::Io(error) => error.into(),
+            SendError::Body(error) => Error::new(ErrorKind::RequestBody, error).into(),
+            SendError::Framing(error) => error.into(),
+        }
+    }
+}
+
+/// Writes the request: the encoded head, the body in its framing, a flush. Moves to the
+/// response body when the response head comes before the request body's end (a server that
+/// answers while it reads, such as an echo), so that the rest is sent while the response is
+/// read.
+pub(crate) struct Sender {
     body: ReqBody,
     framing: ReqFraming,
     /// Body bytes still to send with a length.
@@ -77,6 +97,19 @@ struct Sender {
 }
 
 impl Sender {
+    /// A sender with nothing left to send.
+    fn done() -> Self {
+        Sender {
+            body: ReqBody::Empty,
+            framing: ReqFraming::Length(0),
+            left: 0,
+            current: Bytes::new(),
+            crlf_after: false,
+            trailers: None,
+            state: Sending::Done,
+        }
+    }
+
     fn push_data<T>(&mut self, wire: &mut Wire<T>, data: Bytes) -> Result<(), SendError> {
         if data.is_empty() {
             // (An empty chunk would end a chunked body.)
@@ -129,7 +162,8 @@ impl Sender {
         }
     }
 
-    fn poll_send<T>(
+    /// Writes what it can; `Ready(Ok)` once the whole request is written and flushed.
+    pub(crate) fn poll_send<T>(
         &mut self,
         wire: &mut Wire<T>,
         cx: &mut Context<'_>,
@@ -197,7 +231,14 @@ impl Sender {
                     Poll::Pending => return Poll::Pending,
                 },
                 Sending::Done => return Poll::Ready(Ok(())),
-                Sending::Body if body_pending => return Poll::Pending,
+                // What was written may sit in a buffering transport (TLS) until flushed: it
+                // is flushed before the wait for the body's next frame.
+                Sending::Body if body_pending => {
+                    return match Pin::new(&mut wire.io).poll_flush(cx) {
+                        Poll::Ready(Err(error)) => Poll::Ready(Err(SendError::Io(error))),
+                        _ => Poll::Pending,
+                    };
+                }
                 Sending::Body => {}
             }
         }
@@ -216,9 +257,12 @@ where
     send_error: Option<SendError>,
     /// A response byte has arrived (a failure from here on may have been processed).
     received: bool,
+    /// Interim responses skipped so far.
+    interim: u8,
     reused: bool,
     asked_close: bool,
     head_request: bool,
+    connect: bool,
 }
 
 impl<T> Exchange<T>
@@ -282,9 +326,11 @@ where
             },
             send_error: None,
             received: false,
+            interim: 0,
             reused,
             asked_close,
             head_request: *head.method == Method::HEAD,
+            connect: *head.method == Method::CONNECT,
         })
     }
 
@@ -354,6 +400,10 @@ where
                 match h1::parse_response_head(wire.buffered(), this.head_request) {
                     Ok(Some(Parsed::Interim(len))) => {
                         wire.consume(len);
+                        this.interim += 1;
+                        if this.interim > MAX_INTERIM {
+                            return this.fail(TOO_MANY_INTERIM.into());
+                        }
                         continue;
                     }
                     Ok(Some(Parsed::Head(head))) => {
@@ -391,28 +441,47 @@ where
         let (Some(mut wire), Some(mut lease)) = (this.wire.take(), this.lease.take()) else {
             unreachable!("taken only here and in fail");
         };
+        let mut framing = head.framing;
         let mut after = AfterResponse::decide(
             this.asked_close,
             head.parts.version,
             head.parts.status,
             &head.parts.headers,
-            head.framing,
+            framing,
         );
-        if this.sender.state != Sending::Done {
-            // Answered before the request was all sent: what is left of it can never go out.
-            after = AfterResponse::Close(match after {
-                AfterResponse::Close(reason) => reason,
-                AfterResponse::Reuse { .. } => PoolCloseReason::Canceled,
-            });
+        if this.connect && head.parts.status.is_success() {
+            // A tunnel from here on (RFC 9110 9.3.6: its framing headers mean nothing), which
+            // this client does not carry: never pooled.
+            framing = RespFraming::Length(0);
+            after = AfterResponse::Close(PoolCloseReason::ServerClose);
         }
-        let body = match head.framing {
+        // Answered before the request was all sent. The rest still goes out while the
+        // response is read (RFC 9112 9.5), unless the server closes anyway or the socket
+        // failed; then what is left never goes out and the connection is not reused.
+        let mut upload = None;
+        if this.sender.state != Sending::Done {
+            match after {
+                AfterResponse::Reuse { .. } if this.send_error.is_none() => {
+                    upload = Some(std::mem::replace(&mut this.sender, Sender::done()));
+                }
+                AfterResponse::Reuse { .. } => {
+                    after = AfterResponse::Close(PoolCloseReason::Error);
+                }
+                AfterResponse::Close(_) => {}
+            }
+        }
+        let body = match framing {
             RespFraming::Length(n) if wire.buffered().len() as u64 >= n => {
-                // The whole body came with the head: the connection goes back now.
+                // The whole body came with the head: the connection goes back now (or is
+                // closed, if the request is not all sent: nobody would send the rest).
+                if upload.is_some() {
+                    after = AfterResponse::Close(PoolCloseReason::Canceled);
+                }
                 let data = wire.take(n as usize);
                 lease.give_back(wire, after);
                 ResponseBody::full(data)
             }
-            framing => ResponseBody::streaming(Streaming::new(wire, lease, framing, after)),
+            framing => ResponseBody::streaming(Streaming::new(wire, lease, framing, after, upload)),
         };
         Poll::Ready(Ok(Response::from_parts(head.parts, body)))
     }

@@ -102,8 +102,9 @@ pub(crate) fn push_chunk_size(out: &mut Vec<u8>, mut len: usize) {
 fn last_coding_is_chunked(value: &[u8]) -> bool {
     value
         .rsplit(|&b| b == b',')
-        .next()
-        .is_some_and(|coding| coding.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+        .map(<[u8]>::trim_ascii)
+        .find(|coding| !coding.is_empty())
+        .is_some_and(|coding| coding.eq_ignore_ascii_case(b"chunked"))
 }
 
 /// Parses a `Content-Length` value: a decimal, or a list of equal decimals.
@@ -163,7 +164,20 @@ pub(crate) fn encode_request_head(
                     Some(_) => None,
                 });
             } else if name == TRANSFER_ENCODING {
-                transfer_encoding = Some(last_coding_is_chunked(value.as_bytes()));
+                // (The codings of every line, in order: chunked must come last, once.)
+                for coding in value.as_bytes().split(|&b| b == b',') {
+                    let coding = coding.trim_ascii();
+                    if coding.is_empty() {
+                        continue;
+                    }
+                    if transfer_encoding == Some(true) {
+                        return Err(ProtocolError(
+                            "chunked is not the last transfer coding of the request",
+                        ));
+                    }
+                    transfer_encoding = Some(coding.eq_ignore_ascii_case(b"chunked"));
+                }
+                transfer_encoding.get_or_insert(false);
             } else if name == CONNECTION {
                 has_connection = true;
             }
@@ -201,10 +215,27 @@ pub(crate) fn encode_request_head(
 
     out.extend_from_slice(method.as_str().as_bytes());
     out.push(b' ');
-    if *method == Method::CONNECT {
-        out.extend_from_slice(uri.authority().map_or("", |a| a.as_str()).as_bytes());
-    } else {
-        out.extend_from_slice(uri.path_and_query().map_or("/", |p| p.as_str()).as_bytes());
+    match uri.path_and_query() {
+        _ if *method == Method::CONNECT => {
+            // The authority form: host and port, never the userinfo.
+            let authority = uri.authority().map_or("", |a| a.as_str());
+            let host = authority
+                .rsplit_once('@')
+                .map_or(authority, |(_, host)| host);
+            out.extend_from_slice(host.as_bytes());
+        }
+        Some(target) if target.as_str().starts_with('/') => {
+            out.extend_from_slice(target.as_str().as_bytes());
+        }
+        // No path (`http://h` or `http://h?q`): the origin form's path is "/".
+        _ => {
+            out.push(b'/');
+            out.extend_from_slice(uri.path().trim_start_matches('/').as_bytes());
+            if let Some(query) = uri.query() {
+                out.push(b'?');
+                out.extend_from_slice(query.as_bytes());
+            }
+        }
     }
     out.extend_from_slice(version_bytes);
     if !has_host {
@@ -678,6 +709,14 @@ mod tests {
                 BodyLength::Unknown,
             ),
             (Version::HTTP_2, vec![], BodyLength::Empty),
+            (
+                Version::HTTP_11,
+                vec![
+                    ("transfer-encoding", "chunked"),
+                    ("transfer-encoding", "gzip"),
+                ],
+                BodyLength::Unknown,
+            ),
             (
                 Version::HTTP_11,
                 vec![("content-length", "x")],
@@ -1445,8 +1484,21 @@ mod props {
                 Some((first, rest)) if rest.iter().all(|v| v == first) => *first,
                 _ => None,
             };
+            // The caller's codings over all its lines, in order (empty list elements skipped).
+            let codings: Vec<&[u8]> = caller_te
+                .iter()
+                .flat_map(|te| te.split(|&b| b == b','))
+                .map(|c| c.trim_ascii())
+                .filter(|c| !c.is_empty())
+                .collect();
+            let chunked_last = codings.last().is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"));
+            let chunked_before_last = codings
+                .iter()
+                .rev()
+                .skip(1)
+                .any(|c| c.eq_ignore_ascii_case(b"chunked"));
             let should_fail = if !caller_te.is_empty() {
-                *version == Version::HTTP_10
+                *version == Version::HTTP_10 || chunked_before_last
             } else if !caller_cl.is_empty() {
                 cl_value.is_none()
                     || matches!(*body, BodyLength::Exact(n) if Some(n) != cl_value)
@@ -1472,11 +1524,18 @@ mod props {
             );
             prop_assert_eq!(request.method, Some(method.as_str()));
             let target = if *method == Method::CONNECT {
-                uri.authority().unwrap().as_str()
+                host_of(uri).to_string()
             } else {
-                uri.path_and_query().unwrap().as_str()
+                match uri.path_and_query().map(|p| p.as_str()) {
+                    Some(p) if p.starts_with('/') => p.to_string(),
+                    _ => format!(
+                        "/{}{}",
+                        uri.path().trim_start_matches('/'),
+                        uri.query().map(|q| format!("?{q}")).unwrap_or_default()
+                    ),
+                }
             };
-            prop_assert_eq!(request.path, Some(target));
+            prop_assert_eq!(request.path, Some(target.as_str()));
             prop_assert_eq!(request.version, Some(if *version == Version::HTTP_10 { 0 } else { 1 }));
 
             let lines: Vec<(HeaderName, &[u8])> = request
@@ -1506,7 +1565,7 @@ mod props {
                 } else if *name == TRANSFER_ENCODING {
                     framing == ReqFraming::Chunked
                         && *value == b"chunked"
-                        && !caller_te.last().is_some_and(|te| last_coding_is_chunked(te))
+                        && !chunked_last
                 } else if *name == CONTENT_LENGTH {
                     caller_te.is_empty()
                         && caller_cl.is_empty()

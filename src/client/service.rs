@@ -339,7 +339,12 @@ where
     let (mut parts, body) = request.into_parts();
     // (Moved out, not copied: the head is written from the parts and this URI.)
     let uri = std::mem::take(&mut parts.uri);
-    let asked_close = connection_has(&parts.headers, "close");
+    // (An HTTP/1.0 request with a Connection header of the caller's that does not ask for
+    // keep-alive gets none added: its connection ends with the response.)
+    let asked_close = connection_has(&parts.headers, "close")
+        || (parts.version == Version::HTTP_10
+            && parts.headers.contains_key(http::header::CONNECTION)
+            && !connection_has(&parts.headers, "keep-alive"));
     // (An async block, not an async fn: the block uses what it captured in place, where an
     // async fn would keep a second copy of its arguments. And the values used only until the
     // request is sent live in a scope that ends there, so the future has no room for them
