@@ -67,21 +67,6 @@ fn bodiless_by_default(method: &Method) -> bool {
     )
 }
 
-/// Appends `value` in decimal.
-fn push_decimal(out: &mut Vec<u8>, mut value: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (value % 10) as u8;
-        value /= 10;
-        if value == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[at..]);
-}
-
 /// Appends a chunk-size line: `len` in hexadecimal, CR LF.
 pub(crate) fn push_chunk_size(out: &mut Vec<u8>, mut len: usize) {
     let mut digits = [0u8; 16];
@@ -271,7 +256,7 @@ pub(crate) fn encode_request_head(
         (ReqFraming::Length(0), None, None) if bodiless_by_default(method) => {}
         (ReqFraming::Length(n), None, None) => {
             out.extend_from_slice(b"content-length: ");
-            push_decimal(out, n);
+            out.extend_from_slice(crate::header::decimal(n, &mut [0; 20]));
             out.extend_from_slice(b"\r\n");
         }
         _ => {}
