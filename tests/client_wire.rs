@@ -579,3 +579,27 @@ async fn a_head_response_has_no_body_and_the_connection_is_reused() {
     assert_eq!((stats.opened, stats.reused), (1, 1));
     assert_eq!(server.accepted.load(Ordering::SeqCst), 1);
 }
+
+/// An HTTP/1.0 request asks for keep-alive, and its connection is reused when the server
+/// agrees; one that carries a Connection header of the caller's without keep-alive gets none
+/// added, so it ends with its response (HTTP/1.0's default), even when the server answers
+/// HTTP/1.1 without `close`.
+#[tokio::test]
+async fn an_http10_request_is_kept_alive_only_when_it_asks() {
+    let server = RawServer::start(|conn, index| Reply::Send(ok(&format!("{conn}-{index}")))).await;
+    let client = Client::new(ClientConfig::new());
+    let http10 = |path: &str, connection: Option<&str>| {
+        let mut request = Request::get(server.url(path)).version(http::Version::HTTP_10);
+        if let Some(value) = connection {
+            request = request.header(http::header::CONNECTION, value);
+        }
+        request.body(Empty::<Bytes>::new()).unwrap()
+    };
+    // The raw server answers HTTP/1.1 without `close`: only the request decides.
+    assert_eq!(fetch(&client, http10("/a", None)).await.body, "0-0");
+    assert_eq!(fetch(&client, http10("/b", Some("te"))).await.body, "0-1");
+    assert_eq!(fetch(&client, http10("/c", None)).await.body, "1-0");
+    let stats = client.stats().snapshot();
+    assert_eq!(stats.opened, 2);
+    assert_eq!(stats.closed(PoolCloseReason::ClientClose), 1);
+}
