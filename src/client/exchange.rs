@@ -279,14 +279,13 @@ where
         reused: bool,
         asked_close: bool,
     ) -> Result<Self, Error> {
-        let length = match &body {
-            ReqBody::Empty => BodyLength::Empty,
-            ReqBody::Full(bytes) => BodyLength::Exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
-            ReqBody::Stream(stream) if stream.is_end_stream() => BodyLength::Empty,
-            ReqBody::Stream(stream) => stream
-                .size_hint()
+        // (What the body's own `Body` impl says of itself.)
+        let length = if body.is_end_stream() {
+            BodyLength::Empty
+        } else {
+            body.size_hint()
                 .exact()
-                .map_or(BodyLength::Unknown, BodyLength::Exact),
+                .map_or(BodyLength::Unknown, BodyLength::Exact)
         };
         let encoded = h1::encode_request_head(
             &mut wire.buf.write,

@@ -111,6 +111,27 @@ fn parse_content_length(value: &[u8]) -> Option<u64> {
     length
 }
 
+/// What the Content-Length lines seen so far (`seen`: `None` before the first, `Some(None)`
+/// once one was invalid or they disagree) and one more line `value` say together.
+fn merge_content_length(seen: Option<Option<u64>>, value: &[u8]) -> Option<u64> {
+    let parsed = parse_content_length(value);
+    match seen {
+        Some(previous) if previous != parsed => None,
+        _ => parsed,
+    }
+}
+
+/// The URI's authority without the userinfo (`host[:port]`), as `Host` and the CONNECT target
+/// carry it (RFC 9112 3.2).
+fn host_and_port(uri: &Uri) -> Option<&str> {
+    let authority = uri.authority()?.as_str();
+    Some(
+        authority
+            .rsplit_once('@')
+            .map_or(authority, |(_, host)| host),
+    )
+}
+
 /// Writes a request head into `out`: the request line (origin form; authority form for
 /// CONNECT), `Host` from the URI when the headers have none (host and port, never the
 /// userinfo), the caller's headers, the body's framing when the caller gave none, and on
@@ -142,12 +163,7 @@ pub(crate) fn encode_request_head(
             if name == HOST {
                 has_host = true;
             } else if name == CONTENT_LENGTH {
-                let parsed = parse_content_length(value.as_bytes());
-                content_length = Some(match content_length {
-                    None => parsed,
-                    Some(previous) if previous == parsed => parsed,
-                    Some(_) => None,
-                });
+                content_length = Some(merge_content_length(content_length, value.as_bytes()));
             } else if name == TRANSFER_ENCODING {
                 // (The codings of every line, in order: chunked must come last, once.)
                 for coding in value.as_bytes().split(|&b| b == b',') {
@@ -203,11 +219,7 @@ pub(crate) fn encode_request_head(
     match uri.path_and_query() {
         _ if *method == Method::CONNECT => {
             // The authority form: host and port, never the userinfo.
-            let authority = uri.authority().map_or("", |a| a.as_str());
-            let host = authority
-                .rsplit_once('@')
-                .map_or(authority, |(_, host)| host);
-            out.extend_from_slice(host.as_bytes());
+            out.extend_from_slice(host_and_port(uri).unwrap_or_default().as_bytes());
         }
         Some(target) if target.as_str().starts_with('/') => {
             out.extend_from_slice(target.as_str().as_bytes());
@@ -224,11 +236,7 @@ pub(crate) fn encode_request_head(
     }
     out.extend_from_slice(version_bytes);
     if !has_host {
-        if let Some(authority) = uri.authority() {
-            let host = authority
-                .as_str()
-                .rsplit_once('@')
-                .map_or(authority.as_str(), |(_, host)| host);
+        if let Some(host) = host_and_port(uri) {
             out.extend_from_slice(b"host: ");
             out.extend_from_slice(host.as_bytes());
             out.extend_from_slice(b"\r\n");
@@ -351,12 +359,7 @@ pub(crate) fn parse_response_head(
         let value = HeaderValue::from_maybe_shared(shared.slice(start..start + header.value.len()))
             .map_err(|_| ProtocolError("a response header value is invalid"))?;
         if name == CONTENT_LENGTH {
-            let parsed = parse_content_length(header.value);
-            content_length = Some(match content_length {
-                None => parsed,
-                Some(previous) if previous == parsed => parsed,
-                Some(_) => None,
-            });
+            content_length = Some(merge_content_length(content_length, header.value));
         } else if name == TRANSFER_ENCODING {
             chunked = Some(last_coding_is_chunked(header.value));
         }
@@ -1439,10 +1442,7 @@ mod props {
 
     /// The host of a URI's authority, without the userinfo.
     fn host_of(uri: &Uri) -> &str {
-        let authority = uri.authority().unwrap().as_str();
-        authority
-            .rsplit_once('@')
-            .map_or(authority, |(_, host)| host)
+        host_and_port(uri).unwrap()
     }
 
     proptest! {

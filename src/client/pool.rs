@@ -802,6 +802,18 @@ where
             HostRef::Key(key) => state.host_index(key),
             HostRef::Id(HostId(h)) => h,
         };
+        let mut io = io;
+        // Before a waiter gets it, the look a checkout gives an idle connection: bytes or a
+        // FIN already there must not become the waiter's answer.
+        let retire = retire.or_else(|| {
+            if state.hosts[h].waiters.is_empty() {
+                return None;
+            }
+            match io.poll_idle(&mut Context::from_waker(Waker::noop())) {
+                Poll::Ready(reason) => Some(reason),
+                Poll::Pending => None,
+            }
+        });
         if let Some(reason) = retire {
             release_place(&mut state.hosts[h]);
             drop(guard);
@@ -811,18 +823,6 @@ where
         }
         // A waiter takes it directly, in order. (Checked before anything is moved: there is
         // usually none.)
-        let mut io = io;
-        if !state.hosts[h].waiters.is_empty() {
-            // The look a checkout gives an idle connection: bytes or a FIN already there
-            // must not become the waiter's answer.
-            if let Poll::Ready(reason) = io.poll_idle(&mut Context::from_waker(Waker::noop())) {
-                release_place(&mut state.hosts[h]);
-                drop(guard);
-                self.shared.stats.closed(reason);
-                drop(io);
-                return;
-            }
-        }
         while let Some(waiter) = state.hosts[h].waiters.pop_front() {
             match waiter.send(Handoff::Conn(io, History::new(meta))) {
                 Ok(()) => return,
