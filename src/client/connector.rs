@@ -13,12 +13,19 @@ use crate::{BoxError, SocketOptions};
 /// Happy Eyeballs (RFC 8305), a connect timeout per attempt, socket options through socket2)
 /// with an overall timeout on top. It yields the bare [`TcpStream`].
 ///
+/// It carries no TLS, so by default it refuses every URI whose scheme is not `http`, before
+/// connecting: an `https` request fails with [`ErrorKind::HttpsWithoutTls`](super::ErrorKind::HttpsWithoutTls)
+/// and no byte of it leaves the process. A TLS connector that wraps this one turns that off
+/// with [`enforce_http(false)`](Self::enforce_http), as `TlsConnector::new` (feature
+/// `rustls`) does.
+///
 /// Any `tower::Service<Uri>` whose response is a tokio `AsyncRead + AsyncWrite` (a TLS
 /// connector, a Unix socket) can take its place; see [`Client::with_connector`](super::Client::with_connector).
 #[derive(Debug, Clone)]
 pub struct TcpConnector {
     inner: HttpConnector,
     overall_timeout: Option<Duration>,
+    enforce_http: bool,
 }
 
 impl TcpConnector {
@@ -33,13 +40,48 @@ impl TcpConnector {
         let mut inner = HttpConnector::new();
         options.configure_connector(&mut inner);
         inner.set_connect_timeout(attempt_timeout);
-        // TLS connectors wrap this one and pass https through.
+        // (The scheme is checked here, in `call`, so that the refusal has an error type of
+        // its own; hyper-util's check would only say "invalid URL".)
         inner.enforce_http(false);
         TcpConnector {
             inner,
             overall_timeout,
+            enforce_http: true,
         }
     }
+
+    /// Whether a URI whose scheme is not `http` is refused before connecting. Default is
+    /// `true`. Turn it off only in a connector that wraps this one and secures `https`
+    /// itself: with it off, this connector opens a plain TCP connection for any scheme.
+    pub fn enforce_http(mut self, enforce: bool) -> Self {
+        self.enforce_http = enforce;
+        self
+    }
+}
+
+/// The refusal of a [`TcpConnector`] that enforces http (the client turns it into
+/// [`ErrorKind::HttpsWithoutTls`](super::ErrorKind::HttpsWithoutTls)).
+#[derive(Debug)]
+pub(crate) struct NotHttp;
+
+impl std::fmt::Display for NotHttp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the connector carries no TLS and refuses every scheme but http")
+    }
+}
+
+impl std::error::Error for NotHttp {}
+
+/// Whether `uri`'s scheme is `http` (any case).
+fn is_http(uri: &Uri) -> bool {
+    uri.scheme_str()
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("http"))
+}
+
+/// Whether `uri`'s scheme is `https` (any case).
+pub(crate) fn is_https(uri: &Uri) -> bool {
+    uri.scheme_str()
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https"))
 }
 
 impl tower_service::Service<Uri> for TcpConnector {
@@ -52,6 +94,9 @@ impl tower_service::Service<Uri> for TcpConnector {
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
+        if self.enforce_http && !is_http(&uri) {
+            return Box::pin(std::future::ready(Err(BoxError::from(NotHttp))));
+        }
         let connecting = tower_service::Service::<Uri>::call(&mut self.inner, uri);
         let overall = self.overall_timeout;
         Box::pin(async move {

@@ -15,6 +15,11 @@ pub struct Error {
 pub enum ErrorKind {
     /// The URI has no scheme or host, or a scheme other than http/https.
     InvalidUri,
+    /// An `https` request through a connector without TLS ([`Client::new`](super::Client::new),
+    /// or a [`TcpConnector`](super::TcpConnector) that enforces http): refused before
+    /// connecting, so nothing of it was sent. Build with the feature `rustls` and use
+    /// `TlsConnector`, or a TLS connector of your own.
+    HttpsWithoutTls,
     /// Opening a connection failed (resolution, refusal, timeout).
     Connect,
     /// No connection became free within the pool's wait timeout.
@@ -53,6 +58,10 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
             ErrorKind::InvalidUri => f.write_str("invalid request uri")?,
+            ErrorKind::HttpsWithoutTls => f.write_str(
+                "https refused before connecting: the connector has no TLS \
+                 (build with the feature `rustls` and use `client::TlsConnector`)",
+            )?,
             ErrorKind::Connect => f.write_str("tcp connect failed")?,
             ErrorKind::PoolTimeout => f.write_str("timed out waiting for a pooled connection")?,
             ErrorKind::RequestBody => f.write_str("reading the request body failed")?,

@@ -14,7 +14,7 @@ use tracing::Instrument;
 use super::body::{Lease, ReqBody, ResponseBody};
 use super::config::ClientConfig;
 use super::conn::ClientConn;
-use super::connector::TcpConnector;
+use super::connector::{is_https, NotHttp, TcpConnector};
 use super::error::{Error, ErrorKind};
 use super::exchange::{Exchange, Failure, RequestHead};
 use super::pool::{Checkout, CheckoutNow, History, HostId, Pool};
@@ -194,6 +194,9 @@ where
     C: Connect,
 {
     connector: C,
+    /// The connector is known to have no TLS (`Client::new`): an `https` request is refused
+    /// before the pool is asked. (Any `TcpConnector` also refuses it itself.)
+    plaintext_only: bool,
     pool: Pool<PoolKey, ClientConn<C::Response>>,
     config: ClientConfig,
     stats: ClientStats,
@@ -223,13 +226,21 @@ where
 
 impl Client<TcpConnector> {
     /// A client with the default connector (plain TCP through hyper-util's `HttpConnector`).
+    ///
+    /// It has no TLS: an `https` request fails with [`ErrorKind::HttpsWithoutTls`] before
+    /// anything is connected or sent. For https, build with the feature `rustls` and use
+    /// `Client::with_connector(config, TlsConnector::new(..))`.
     pub fn new(config: ClientConfig) -> Self {
         let connector = TcpConnector::new(
             config.socket,
             config.connect_timeout,
             config.connect_overall_timeout,
         );
-        Self::with_connector(config, connector)
+        let mut client = Self::with_connector(config, connector);
+        if let Some(inner) = Arc::get_mut(&mut client.inner) {
+            inner.plaintext_only = true;
+        }
+        client
     }
 }
 
@@ -239,11 +250,18 @@ where
 {
     /// A client with a connector of your own (TLS, a proxy, a Unix socket): any
     /// `tower::Service<Uri>` returning a tokio `AsyncRead + AsyncWrite`.
+    ///
+    /// # Security
+    /// The client writes each request on whatever stream the connector returns for its URI:
+    /// **securing `https` is the connector's job**, and the client cannot check it. A
+    /// [`TcpConnector`] refuses `https` (unless told otherwise, for a TLS connector that wraps
+    /// it); a connector of your own must either secure `https` or refuse it.
     pub fn with_connector(config: ClientConfig, connector: C) -> Self {
         let stats = ClientStats::default();
         Client {
             inner: Arc::new(Inner {
                 connector,
+                plaintext_only: false,
                 pool: Pool::with_stats(config.pool.clone(), stats.clone()),
                 config,
                 stats,
@@ -350,6 +368,9 @@ where
     // request is sent live in a scope that ends there, so the future has no room for them
     // while it waits for the response.)
     async move {
+        if inner.plaintext_only && is_https(&uri) {
+            return Err(Error::kind_only(ErrorKind::HttpsWithoutTls));
+        }
         // Make the body replayable when a retry could be allowed.
         let mut why_not = if inner.config.retry_stale {
             not_replayable(&parts.method)
@@ -525,6 +546,10 @@ where
                 }
                 Err(error) => {
                     inner.pool.discard_unopened(host);
+                    let error: BoxError = error.into();
+                    if error.is::<NotHttp>() {
+                        return Err(Error::kind_only(ErrorKind::HttpsWithoutTls));
+                    }
                     Err(Error::new(ErrorKind::Connect, error))
                 }
             }

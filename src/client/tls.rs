@@ -60,7 +60,8 @@ impl TlsConnector<TcpConnector> {
             config.socket,
             config.connect_timeout,
             config.connect_overall_timeout,
-        );
+        )
+        .enforce_http(false);
         let mut connector = TlsConnector::with_inner(tcp, tls);
         connector.handshake_timeout = config.connect_overall_timeout;
         connector
@@ -68,7 +69,9 @@ impl TlsConnector<TcpConnector> {
 }
 
 impl<C> TlsConnector<C> {
-    /// TLS over a connector of your own (any `tower::Service<Uri>` returning a socket).
+    /// TLS over a connector of your own (any `tower::Service<Uri>` returning a socket), which
+    /// is called with the `https` URI itself: a [`TcpConnector`] must be given
+    /// [`enforce_http(false)`](TcpConnector::enforce_http) for that, or it refuses.
     /// The handshake has no time limit of its own: see [`handshake_timeout`](Self::handshake_timeout).
     pub fn with_inner(inner: C, tls: Arc<rustls::ClientConfig>) -> Self {
         let mut tls = (*tls).clone();
@@ -104,9 +107,7 @@ where
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
-        let https = uri
-            .scheme_str()
-            .is_some_and(|s| s.eq_ignore_ascii_case("https"));
+        let https = super::connector::is_https(&uri);
         let name = uri.host().map(|host| {
             host.trim_start_matches('[')
                 .trim_end_matches(']')
