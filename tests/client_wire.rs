@@ -227,8 +227,9 @@ async fn a_streamed_body_of_unknown_length_is_sent_chunked_and_arrives_intact() 
     assert_eq!(seen.trailers, None);
 }
 
-/// A `Frame::trailers` at the end of a streamed request body reaches the server as the
-/// chunked body's trailer section, and the connection serves the next request.
+/// A `Frame::trailers` at the end of a streamed request body, its fields declared in the
+/// request's `Trailer` header, reaches the server as the chunked body's trailer section, and
+/// the connection serves the next request.
 #[tokio::test]
 async fn request_trailers_reach_the_server() {
     let server = HyperServer::start().await;
@@ -239,7 +240,10 @@ async fn request_trailers_reach_the_server() {
     let data = pattern(30_010);
     let mut frames = cut(&data, &[30_000, 10]);
     frames.push(Frame::trailers(trailers.clone()));
-    let request = post(&server.url("/record"), streamed(frames));
+    let request = Request::post(server.url("/record"))
+        .header("trailer", "x-checksum, X-Count")
+        .body(streamed(frames))
+        .unwrap();
     assert_eq!(fetch(&client, request).await.status, StatusCode::OK);
     let seen = server.last();
     assert!(seen.body == data, "the body arrived altered");
@@ -247,6 +251,54 @@ async fn request_trailers_reach_the_server() {
 
     assert_eq!(fetch(&client, get(&server.url("/"))).await.body, "ok");
     assert_eq!(client.stats().snapshot().opened, 1);
+    assert_eq!(server.accepted.load(Ordering::SeqCst), 1);
+}
+
+/// Only trailer fields that the request's `Trailer` header declares go out, and never one
+/// that RFC 9110 6.5.1 forbids in trailers (framing, routing, authentication, control),
+/// declared or not; without a `Trailer` header none do (hyper's encoder does the same).
+#[tokio::test]
+async fn only_declared_and_allowed_request_trailers_are_sent() {
+    let server = HyperServer::start().await;
+    let client = Client::new(ClientConfig::new());
+    let mut trailers = HeaderMap::new();
+    for (name, value) in [
+        ("x-checksum", "abc"),
+        ("x-undeclared", "1"),
+        ("content-length", "5"),
+        ("transfer-encoding", "gzip"),
+        ("host", "evil.test"),
+        ("authorization", "Bearer x"),
+        ("connection", "close"),
+    ] {
+        trailers.insert(name, value.parse().unwrap());
+    }
+    let declared = "x-checksum, content-length, transfer-encoding, host, authorization, connection";
+    for trailer_header in [Some(declared), None] {
+        let mut frames = cut(&pattern(100), &[100]);
+        frames.push(Frame::trailers(trailers.clone()));
+        let mut request = Request::post(server.url("/record"));
+        if let Some(value) = trailer_header {
+            request = request.header("trailer", value);
+        }
+        let request = request.body(streamed(frames)).unwrap();
+        assert_eq!(fetch(&client, request).await.status, StatusCode::OK);
+        let seen = server.last();
+        assert_eq!(seen.body, pattern(100));
+        let names: Vec<String> = seen
+            .trailers
+            .iter()
+            .flat_map(|t| t.keys().map(|k| k.as_str().to_owned()))
+            .collect();
+        let expected: &[&str] = if trailer_header.is_some() {
+            &["x-checksum"]
+        } else {
+            &[]
+        };
+        assert_eq!(names, expected, "Trailer: {trailer_header:?}");
+    }
+    // The connection stayed in sync: one connection for both requests and one more.
+    assert_eq!(fetch(&client, get(&server.url("/"))).await.body, "ok");
     assert_eq!(server.accepted.load(Ordering::SeqCst), 1);
 }
 

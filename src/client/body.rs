@@ -193,7 +193,10 @@ impl AfterResponse {
         }
         // RFC 9112 6.3: both framings at once may be a response-splitting attempt and "ought
         // to be handled as an error"; it is read as chunked, the connection is not reused.
-        if transfer_encoding && content_length {
+        // RFC 9112 6.1: Transfer-Encoding in an HTTP/1.0 message is faulty framing; the
+        // connection is closed after it (a bodiless response to HEAD, or a 204 or 304, is still
+        // returned).
+        if transfer_encoding && (content_length || version == Version::HTTP_10) {
             return AfterResponse::Close(PoolCloseReason::Error);
         }
         let close = match version {

@@ -7,6 +7,7 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use http::header::{HeaderValue, TRAILER};
 use http::{HeaderMap, Method, Response, Uri, Version};
 use http_body::Body;
 use hyper::body::{Buf as _, Bytes};
@@ -93,6 +94,8 @@ pub(crate) struct Sender {
     current: Bytes,
     crlf_after: bool,
     trailers: Option<HeaderMap>,
+    /// The request's `Trailer` header values: the trailer fields it may send.
+    declared_trailers: Vec<HeaderValue>,
     state: Sending,
 }
 
@@ -106,6 +109,7 @@ impl Sender {
             current: Bytes::new(),
             crlf_after: false,
             trailers: None,
+            declared_trailers: Vec::new(),
             state: Sending::Done,
         }
     }
@@ -150,11 +154,8 @@ impl Sender {
             ReqFraming::Chunked => {
                 let write = &mut wire.buf.write;
                 write.extend_from_slice(b"0\r\n");
-                for (name, value) in self.trailers.iter().flatten() {
-                    write.extend_from_slice(name.as_str().as_bytes());
-                    write.extend_from_slice(b": ");
-                    write.extend_from_slice(value.as_bytes());
-                    write.extend_from_slice(b"\r\n");
+                if let Some(trailers) = &self.trailers {
+                    h1::push_trailers(write, trailers, &self.declared_trailers);
                 }
                 write.extend_from_slice(b"\r\n");
                 Ok(())
@@ -321,6 +322,11 @@ where
                 current: Bytes::new(),
                 crlf_after: false,
                 trailers: None,
+                // (No allocation without a `Trailer` header, the usual request.)
+                declared_trailers: match framing {
+                    ReqFraming::Chunked => head.headers.get_all(TRAILER).iter().cloned().collect(),
+                    ReqFraming::Length(_) => Vec::new(),
+                },
                 state: Sending::Body,
             },
             send_error: None,

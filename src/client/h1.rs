@@ -132,6 +132,100 @@ fn host_and_port(uri: &Uri) -> Option<&str> {
     )
 }
 
+/// `Host` as the URI gives it: host and port, without the userinfo, and without the port when
+/// it is the scheme's default (`http://h:80/` sends `host: h`, as hyper and browsers do).
+fn host_for_header(uri: &Uri) -> Option<&str> {
+    let host = host_and_port(uri)?;
+    let default = match uri.scheme_str() {
+        Some(scheme) if scheme.eq_ignore_ascii_case("https") => ":443",
+        _ => ":80",
+    };
+    // (Not `h:8080`'s tail: the port is what follows the last ':' outside an IPv6 literal.)
+    Some(match host.strip_suffix(default) {
+        Some(bare) if !bare.is_empty() && (bare.ends_with(']') || !bare.contains(':')) => bare,
+        _ => host,
+    })
+}
+
+/// The trailer fields a sender must never generate (RFC 9110 6.5.1): framing, routing,
+/// request modifiers, authentication, response control and content-processing fields, and
+/// the connection-specific ones (RFC 9110 7.6.1).
+fn forbidden_in_trailers(name: &HeaderName) -> bool {
+    use http::header::*;
+    [
+        // framing and the connection
+        CONTENT_LENGTH,
+        TRANSFER_ENCODING,
+        TRAILER,
+        TE,
+        CONNECTION,
+        UPGRADE,
+        // routing and request modifiers
+        HOST,
+        MAX_FORWARDS,
+        EXPECT,
+        RANGE,
+        CACHE_CONTROL,
+        PRAGMA,
+        IF_MATCH,
+        IF_NONE_MATCH,
+        IF_MODIFIED_SINCE,
+        IF_UNMODIFIED_SINCE,
+        IF_RANGE,
+        // authentication and cookies
+        AUTHORIZATION,
+        PROXY_AUTHORIZATION,
+        WWW_AUTHENTICATE,
+        PROXY_AUTHENTICATE,
+        COOKIE,
+        SET_COOKIE,
+        // response control and how the content is processed
+        AGE,
+        DATE,
+        EXPIRES,
+        LOCATION,
+        RETRY_AFTER,
+        VARY,
+        WARNING,
+        CONTENT_ENCODING,
+        CONTENT_TYPE,
+        CONTENT_RANGE,
+    ]
+    .contains(name)
+        || name.as_str() == "keep-alive"
+        || name.as_str() == "proxy-connection"
+}
+
+/// Whether `name` is one of the fields the request's `Trailer` header lists.
+fn declared_in(declared: &[HeaderValue], name: &HeaderName) -> bool {
+    declared.iter().any(|value| {
+        value.as_bytes().split(|&b| b == b',').any(|field| {
+            field
+                .trim_ascii()
+                .eq_ignore_ascii_case(name.as_str().as_bytes())
+        })
+    })
+}
+
+/// Writes a chunked request body's trailer fields into `out`: only those the request's
+/// `Trailer` header declared (`declared`, its values), and never one that RFC 9110 forbids in
+/// trailers (as hyper's encoder does); the rest are dropped.
+pub(crate) fn push_trailers(out: &mut Vec<u8>, trailers: &HeaderMap, declared: &[HeaderValue]) {
+    if declared.is_empty() {
+        return;
+    }
+    for (name, value) in trailers {
+        if forbidden_in_trailers(name) || !declared_in(declared, name) {
+            tracing::debug!(trailer = %name, "request trailer not sent (not declared, or not allowed in trailers)");
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
 /// Writes a request head into `out`: the request line (origin form; authority form for
 /// CONNECT), `Host` from the URI when the headers have none (host and port, never the
 /// userinfo), the caller's headers, the body's framing when the caller gave none, and on
@@ -236,7 +330,7 @@ pub(crate) fn encode_request_head(
     }
     out.extend_from_slice(version_bytes);
     if !has_host {
-        if let Some(host) = host_and_port(uri) {
+        if let Some(host) = host_for_header(uri) {
             out.extend_from_slice(b"host: ");
             out.extend_from_slice(host.as_bytes());
             out.extend_from_slice(b"\r\n");
@@ -371,12 +465,14 @@ pub(crate) fn parse_response_head(
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
     let framing = match (chunked, content_length) {
+        // No body, whatever the head says. (An HTTP/1.0 one with Transfer-Encoding is
+        // faulty framing, RFC 9112 6.1: returned, and its connection closed.)
+        _ if bodiless => RespFraming::Length(0),
         (Some(_), _) if version == Version::HTTP_10 => {
             return Err(ProtocolError(
                 "an HTTP/1.0 response with Transfer-Encoding cannot be framed",
             ))
         }
-        _ if bodiless => RespFraming::Length(0),
         // (With a Content-Length beside it too: the connection is not reused then.)
         (Some(true), _) => RespFraming::Chunked,
         (Some(false), _) => RespFraming::Close,
@@ -415,7 +511,9 @@ pub(crate) enum Chunk {
 enum ChunkState {
     /// In the hex digits of a chunk size.
     Size,
-    /// After the size, up to the line's end (whitespace, extensions).
+    /// Whitespace after the size: more of it, `;` and an extension, or the line's end.
+    SizeWs,
+    /// In the extensions, up to the line's end.
     Extension,
     /// A CR was met on the size line: LF must follow.
     SizeLf,
@@ -527,9 +625,26 @@ impl ChunkedDecoder {
                         }
                         None => match byte {
                             b'\r' => self.state = ChunkState::SizeLf,
-                            b';' | b' ' | b'\t' => self.state = ChunkState::Extension,
+                            b';' => self.state = ChunkState::Extension,
+                            b' ' | b'\t' => self.state = ChunkState::SizeWs,
                             _ => return Err(ProtocolError("a chunk size is not hexadecimal")),
                         },
+                    }
+                }
+                // RFC 9112 7.1.1: only whitespace, then `;` extensions, may follow the size
+                // (`5 junk` is refused, as hyper refuses it).
+                ChunkState::SizeWs => {
+                    self.line += 1;
+                    if self.line > MAX_CHUNK_LINE {
+                        return Err(ProtocolError("a chunk's extensions are too long"));
+                    }
+                    match byte {
+                        b' ' | b'\t' => {}
+                        b';' => self.state = ChunkState::Extension,
+                        b'\r' => self.state = ChunkState::SizeLf,
+                        _ => {
+                            return Err(ProtocolError("a chunk size line has junk after the size"))
+                        }
                     }
                 }
                 ChunkState::Extension => {

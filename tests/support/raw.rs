@@ -36,6 +36,8 @@ pub struct Seen {
     pub conn: usize,
     pub index: usize,
     pub path: String,
+    /// The request head as it came, request line and header lines.
+    pub head: String,
 }
 
 /// A scripted raw HTTP/1 server: `script(conn, index)` says how to answer request `index` of
@@ -123,8 +125,13 @@ async fn serve_raw(
 ) {
     let mut buf = Vec::new();
     let mut index = 0;
-    while let Some(path) = read_request(&mut stream, &mut buf).await {
-        log.lock().unwrap().push(Seen { conn, index, path });
+    while let Some((path, head)) = read_request(&mut stream, &mut buf).await {
+        log.lock().unwrap().push(Seen {
+            conn,
+            index,
+            path,
+            head,
+        });
         let reply = script(conn, index);
         index += 1;
         match reply {
@@ -161,9 +168,9 @@ async fn serve_raw(
     }
 }
 
-/// Reads one request head and its Content-Length body; the path, or `None` once the client
-/// has left.
-async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> {
+/// Reads one request head and its Content-Length body; the path and the head, or `None` once
+/// the client has left.
+async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(String, String)> {
     let head_end = loop {
         if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             break pos + 4;
@@ -191,7 +198,7 @@ async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Strin
         }
     }
     buf.drain(..length);
-    Some(path)
+    Some((path, head))
 }
 
 /// A well-formed keep-alive response with `body`.
