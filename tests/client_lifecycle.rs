@@ -371,7 +371,7 @@ async fn an_overall_connect_timeout_is_a_connect_error() {
         Ok(response) => assert_eq!(response.status(), 200),
         Err(error) => {
             assert_eq!(error.kind(), &ErrorKind::Connect, "{error}");
-            assert!(error.to_string().contains("timed out"), "{error}");
+            assert!(support::chain(&error).contains("timed out"), "{error}");
             assert_eq!(client.stats().snapshot().opened, 0);
         }
     }
@@ -417,7 +417,7 @@ async fn a_connect_that_gets_no_answer_times_out_as_a_connect_error() {
     .await
     .expect_err("the SYN is never answered");
     assert_eq!(error.kind(), &ErrorKind::Connect, "{error}");
-    assert!(error.to_string().contains("timed out"), "{error}");
+    assert!(support::chain(&error).contains("timed out"), "{error}");
     let stats = client.stats().snapshot();
     assert_eq!(stats.opened, 0, "{}", stats.to_json());
     assert_eq!(

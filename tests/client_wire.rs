@@ -580,7 +580,7 @@ async fn a_content_length_the_body_does_not_match_fails_the_request() {
             .await
             .expect_err(&case);
         assert_eq!(error.kind(), &ErrorKind::Request, "{case}: {error}");
-        let message = error.to_string();
+        let message = support::chain(&error);
         assert!(message.contains("Content-Length"), "{case}: {message}");
         wait_until(&format!("{case}: the client closes"), SOON, || {
             conns.lock().unwrap().len() == 1

@@ -3,10 +3,16 @@ use std::fmt;
 use crate::BoxError;
 
 /// An error of the [`Client`](super::Client).
+///
+/// Its `Display` says what failed at this level only (with the host for a connect or TLS
+/// failure); the cause is its [`source`](std::error::Error::source), so that error reporters
+/// such as anyhow and eyre print each part once.
 #[derive(Debug)]
 pub struct Error {
     kind: ErrorKind,
     source: Option<BoxError>,
+    /// The host and port a connect or TLS failure was with.
+    authority: Option<http::uri::Authority>,
 }
 
 /// What went wrong; see [`Error::kind`].
@@ -22,6 +28,9 @@ pub enum ErrorKind {
     HttpsWithoutTls,
     /// Opening a connection failed (resolution, refusal, timeout).
     Connect,
+    /// The TLS handshake failed (an untrusted or invalid certificate, a protocol error, its
+    /// time limit); from `TlsConnector` (feature `rustls`).
+    Tls,
     /// No connection became free within the pool's wait timeout.
     PoolTimeout,
     /// Reading the request body to make it replayable failed.
@@ -41,11 +50,22 @@ impl Error {
         Error {
             kind,
             source: Some(source.into()),
+            authority: None,
         }
     }
 
     pub(crate) fn kind_only(kind: ErrorKind) -> Self {
-        Error { kind, source: None }
+        Error {
+            kind,
+            source: None,
+            authority: None,
+        }
+    }
+
+    /// Names the host and port that a connect or TLS failure was with.
+    pub(crate) fn with_authority(mut self, authority: Option<&http::uri::Authority>) -> Self {
+        self.authority = authority.cloned();
+        self
     }
 
     /// What went wrong.
@@ -56,33 +76,28 @@ impl Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.kind {
-            ErrorKind::InvalidUri => f.write_str("invalid request uri")?,
-            ErrorKind::HttpsWithoutTls => f.write_str(
+        // (Its own part only: the cause is `source()`, which reporters print after it.)
+        match (&self.kind, &self.authority) {
+            (ErrorKind::InvalidUri, _) => f.write_str("invalid request uri"),
+            (ErrorKind::HttpsWithoutTls, _) => f.write_str(
                 "https refused before connecting: the connector has no TLS \
                  (build with the feature `rustls` and use `client::TlsConnector`)",
-            )?,
-            ErrorKind::Connect => f.write_str("tcp connect failed")?,
-            ErrorKind::PoolTimeout => f.write_str("timed out waiting for a pooled connection")?,
-            ErrorKind::RequestBody => f.write_str("reading the request body failed")?,
-            ErrorKind::Request => f.write_str("request failed")?,
-            ErrorKind::ResponseBody => f.write_str("reading the response body failed")?,
-            ErrorKind::StaleNotRetried(why) => write!(
+            ),
+            (ErrorKind::Connect, Some(authority)) => write!(f, "connect to {authority} failed"),
+            (ErrorKind::Connect, None) => f.write_str("connect failed"),
+            (ErrorKind::Tls, Some(authority)) => {
+                write!(f, "TLS handshake with {authority} failed")
+            }
+            (ErrorKind::Tls, None) => f.write_str("TLS handshake failed"),
+            (ErrorKind::PoolTimeout, _) => f.write_str("timed out waiting for a pooled connection"),
+            (ErrorKind::RequestBody, _) => f.write_str("reading the request body failed"),
+            (ErrorKind::Request, _) => f.write_str("request failed"),
+            (ErrorKind::ResponseBody, _) => f.write_str("reading the response body failed"),
+            (ErrorKind::StaleNotRetried(why), _) => write!(
                 f,
                 "request failed on a reused connection before any response; not retried: {why}"
-            )?,
+            ),
         }
-        // The whole chain: hyper-util's connect error, say, hides its cause (a timeout, a
-        // refusal) one level down.
-        let mut next = self
-            .source
-            .as_deref()
-            .map(|s| s as &(dyn std::error::Error + 'static));
-        while let Some(source) = next {
-            write!(f, ": {source}")?;
-            next = source.source();
-        }
-        Ok(())
     }
 }
 

@@ -525,7 +525,7 @@ where
             .pool
             .wait_turn(host, turn)
             .await
-            .map_err(|e| Error::new(ErrorKind::PoolTimeout, e))?,
+            .map_err(|_| Error::kind_only(ErrorKind::PoolTimeout))?,
     };
     match checkout {
         Checkout::Reused(pooled) => {
@@ -546,15 +546,25 @@ where
                 }
                 Err(error) => {
                     inner.pool.discard_unopened(host);
-                    let error: BoxError = error.into();
-                    if error.is::<NotHttp>() {
-                        return Err(Error::kind_only(ErrorKind::HttpsWithoutTls));
-                    }
-                    Err(Error::new(ErrorKind::Connect, error))
+                    Err(connect_error(error.into(), uri))
                 }
             }
         }
     }
+}
+
+/// The client's error for a connector's: the refusal of https without TLS, a TLS handshake
+/// failure, or a connect failure, the last two naming the host and port.
+fn connect_error(error: BoxError, uri: &Uri) -> Error {
+    if error.is::<NotHttp>() {
+        return Error::kind_only(ErrorKind::HttpsWithoutTls);
+    }
+    #[cfg(feature = "rustls")]
+    let error = match error.downcast::<super::tls::HandshakeFailed>() {
+        Ok(failed) => return Error::new(ErrorKind::Tls, failed.0).with_authority(uri.authority()),
+        Err(error) => error,
+    };
+    Error::new(ErrorKind::Connect, error).with_authority(uri.authority())
 }
 
 /// The exchange of a request on a connection taken from the pool.

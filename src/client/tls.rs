@@ -121,17 +121,36 @@ where
             if !https {
                 return Ok(MaybeTls::Plain(io));
             }
-            let name = name.ok_or("an https URI without a host")?;
-            let name = ServerName::try_from(name)?;
+            let failed = |error: BoxError| BoxError::from(HandshakeFailed(error));
+            let name = name.ok_or_else(|| failed("an https URI without a host".into()))?;
+            let name = ServerName::try_from(name).map_err(|e| failed(e.into()))?;
             let handshake = tls.connect(name, io);
             let stream = match limit {
                 Some(limit) => tokio::time::timeout(limit, handshake)
                     .await
-                    .map_err(|_| BoxError::from("TLS handshake timed out"))??,
-                None => handshake.await?,
-            };
+                    .map_err(|_| failed("timed out".into()))?,
+                None => handshake.await,
+            }
+            .map_err(|e| failed(e.into()))?;
             Ok(MaybeTls::Tls(Box::new(stream)))
         })
+    }
+}
+
+/// A TLS handshake that failed, with its cause (the client reports it as
+/// [`ErrorKind::Tls`](super::ErrorKind::Tls), the cause as its source).
+#[derive(Debug)]
+pub(crate) struct HandshakeFailed(pub(crate) BoxError);
+
+impl std::fmt::Display for HandshakeFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TLS handshake failed")
+    }
+}
+
+impl std::error::Error for HandshakeFailed {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.0)
     }
 }
 

@@ -420,3 +420,15 @@ pub async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
         .await
         .unwrap_or_else(|_| panic!("timed out after {SOON:?}: {what}"))
 }
+
+/// An error and its sources, `: `-separated, as error reporters (anyhow, eyre) print them.
+pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut next = error.source();
+    while let Some(source) = next {
+        text.push_str(": ");
+        text.push_str(&source.to_string());
+        next = source.source();
+    }
+    text
+}
