@@ -13,7 +13,6 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::BodyExt;
 use hyper::body::{Buf as _, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::time::Instant;
 
 use super::conn::{ClientConn, Wire};
 use super::error::{Error, ErrorKind};
@@ -278,14 +277,14 @@ where
         if !self.honour_server {
             return Reuse::default();
         }
-        let close_by = keep_alive.timeout.map(|timeout| {
+        let idle_limit = keep_alive.timeout.map(|timeout| {
             let margin = self
                 .margin
                 .unwrap_or_else(|| (timeout / 4).min(Duration::from_secs(1)));
-            Instant::now() + timeout.saturating_sub(margin)
+            timeout.saturating_sub(margin)
         });
         Reuse {
-            close_by,
+            idle_limit,
             uses_left: keep_alive.max,
         }
     }

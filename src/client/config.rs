@@ -22,6 +22,7 @@ pub struct ClientConfig {
     pub(crate) connect_overall_timeout: Option<Duration>,
     pub(crate) keep_alive_margin: Option<Duration>,
     pub(crate) honour_server_keep_alive: bool,
+    pub(crate) announce_keep_alive: bool,
     pub(crate) retry_stale: bool,
     pub(crate) replay_buffer: usize,
 }
@@ -35,6 +36,7 @@ impl Default for ClientConfig {
             connect_overall_timeout: Some(Duration::from_secs(30)),
             keep_alive_margin: None,
             honour_server_keep_alive: true,
+            announce_keep_alive: true,
             retry_stale: true,
             replay_buffer: 64 * 1024,
         }
@@ -132,7 +134,8 @@ impl ClientConfig {
     }
 
     /// How long before the server's advertised `Keep-Alive: timeout=N` the client closes an
-    /// idle connection. `None` uses `min(1 s, N / 4)`, measured from the end of the response.
+    /// idle connection. `None` uses `min(1 s, N / 4)`. `timeout=` is an idle limit: it is
+    /// counted from the end of the last response, so a busy connection is never closed for it.
     ///
     /// Default is `None`.
     pub fn keep_alive_margin(mut self, margin: Option<Duration>) -> Self {
@@ -145,6 +148,18 @@ impl ClientConfig {
     /// Default is on.
     pub fn honour_server_keep_alive(mut self, on: bool) -> Self {
         self.honour_server_keep_alive = on;
+        self
+    }
+
+    /// Whether HTTP/1.1 requests carry `Connection: keep-alive` (unless the caller set a
+    /// `Connection` header of its own). HTTP/1.1 does not need it to keep a connection, but
+    /// Apache httpd, the most common server that advertises `Keep-Alive: timeout=, max=`,
+    /// advertises only to requests that carry the token (as browsers send it); without it the
+    /// client cannot learn Apache's limits. HTTP/1.0 requests always ask for keep-alive.
+    ///
+    /// Default is on.
+    pub fn announce_keep_alive(mut self, on: bool) -> Self {
+        self.announce_keep_alive = on;
         self
     }
 

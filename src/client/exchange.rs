@@ -49,6 +49,9 @@ pub(crate) struct RequestHead<'a> {
     pub(crate) uri: &'a Uri,
     pub(crate) version: Version,
     pub(crate) headers: &'a HeaderMap,
+    /// An HTTP/1.1 request carries `Connection: keep-alive` when the caller set no
+    /// `Connection` header ([`ClientConfig::announce_keep_alive`](super::ClientConfig::announce_keep_alive)).
+    pub(crate) announce_keep_alive: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -295,6 +298,7 @@ where
             head.version,
             head.headers,
             length,
+            head.announce_keep_alive,
         );
         let framing = match encoded {
             Ok(framing) => framing,

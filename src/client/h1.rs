@@ -228,8 +228,9 @@ pub(crate) fn push_trailers(out: &mut Vec<u8>, trailers: &HeaderMap, declared: &
 
 /// Writes a request head into `out`: the request line (origin form; authority form for
 /// CONNECT), `Host` from the URI when the headers have none (host and port, never the
-/// userinfo), the caller's headers, the body's framing when the caller gave none, and on
-/// HTTP/1.0 `Connection: keep-alive` unless the caller asked otherwise. Says how the body must
+/// userinfo), the caller's headers, the body's framing when the caller gave none, and
+/// `Connection: keep-alive` unless the caller set a `Connection` header (on HTTP/1.1 only when
+/// `announce_keep_alive`). Says how the body must
 /// be framed.
 pub(crate) fn encode_request_head(
     out: &mut Vec<u8>,
@@ -238,6 +239,7 @@ pub(crate) fn encode_request_head(
     version: Version,
     headers: &HeaderMap,
     body: BodyLength,
+    announce_keep_alive: bool,
 ) -> Result<ReqFraming, ProtocolError> {
     let version_bytes: &[u8] = match version {
         Version::HTTP_11 => b" HTTP/1.1\r\n",
@@ -363,7 +365,7 @@ pub(crate) fn encode_request_head(
         }
         _ => {}
     }
-    if version == Version::HTTP_10 && !has_connection {
+    if !has_connection && (version == Version::HTTP_10 || announce_keep_alive) {
         out.extend_from_slice(b"connection: keep-alive\r\n");
     }
     out.extend_from_slice(b"\r\n");
@@ -716,6 +718,7 @@ mod tests {
             version,
             &map,
             body,
+            false,
         )?;
         Ok((String::from_utf8(out).unwrap(), framing))
     }
@@ -1571,7 +1574,7 @@ mod props {
         fn request_head_round_trip(case in request_case()) {
             let RequestCase { method, uri, version, headers, body } = &case;
             let mut out = Vec::new();
-            let result = encode_request_head(&mut out, method, uri, *version, headers, *body);
+            let result = encode_request_head(&mut out, method, uri, *version, headers, *body, false);
 
             let caller_te: Vec<&[u8]> =
                 headers.get_all(TRANSFER_ENCODING).iter().map(|v| v.as_bytes()).collect();

@@ -153,9 +153,12 @@ impl PoolConfig {
 /// What is known about a connection when it is returned: how long it may still be reused.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Reuse {
-    /// Close it at this instant even if idle timeout says later (the server's advertised
-    /// `Keep-Alive: timeout=` minus the margin).
-    pub close_by: Option<Instant>,
+    /// The longest the connection may now sit idle, counted from this return, when that is
+    /// shorter than the pool's idle timeout: the server's advertised `Keep-Alive: timeout=`
+    /// minus a margin. It is an idle limit, not a lifetime: every return restarts it, and the
+    /// last one given holds until a later return gives another. (It replaces 0.1's
+    /// `close_by`, an instant that never moved, which closed busy connections.)
+    pub idle_limit: Option<Duration>,
     /// Uses left (the server's `Keep-Alive: max=`).
     pub uses_left: Option<u32>,
 }
@@ -196,7 +199,8 @@ impl<T> History<T> {
 struct Meta {
     created: Instant,
     uses: u32,
-    close_by: Option<Instant>,
+    /// The server's idle limit, as last given ([`Reuse::idle_limit`]).
+    idle_limit: Option<Duration>,
     uses_left: Option<u32>,
 }
 
@@ -205,7 +209,7 @@ impl Meta {
         Meta {
             created,
             uses: 0,
-            close_by: None,
+            idle_limit: None,
             uses_left: None,
         }
     }
@@ -764,8 +768,8 @@ where
         if used {
             meta.uses = meta.uses.saturating_add(1);
         }
-        if let Some(by) = reuse.close_by {
-            meta.close_by = Some(meta.close_by.map_or(by, |old| old.min(by)));
+        if let Some(limit) = reuse.idle_limit {
+            meta.idle_limit = Some(limit);
         }
         if let Some(left) = reuse.uses_left {
             meta.uses_left = Some(meta.uses_left.map_or(left, |old| old.min(left)));
@@ -774,9 +778,9 @@ where
         }
         let mut deadline = now + config.idle_timeout;
         let mut reason = PoolCloseReason::IdleTimeout;
-        if let Some(by) = meta.close_by {
-            if by <= deadline {
-                deadline = by;
+        if let Some(limit) = meta.idle_limit {
+            if limit <= config.idle_timeout {
+                deadline = now + limit;
                 reason = PoolCloseReason::ServerTimeout;
             }
         }

@@ -429,6 +429,7 @@ where
                 uri: &uri,
                 version: parts.version,
                 headers: &parts.headers,
+                announce_keep_alive: inner.config.announce_keep_alive,
             };
             let exchange =
                 exchange_on(&inner, reused, host, conn, history, head, body, asked_close)?;
@@ -486,6 +487,7 @@ where
         uri: &uri,
         version: head.version,
         headers: head.headers.as_deref().unwrap_or(&none),
+        announce_keep_alive: inner.config.announce_keep_alive,
     };
     let body = ReqBody::full(replay);
     exchange_on(
