@@ -128,3 +128,50 @@ async fn fin_is_seen_after_several_uses() {
         1
     );
 }
+
+/// With one place per key, a dropped `Slot` (a connect that never finished) and a dropped
+/// `Pooled` (a connection taken and never returned) each give the place back, the second
+/// counted closed as dropped; `discard` does the same for a connection that closed, counted
+/// for its reason. (A dropped `Slot` kept its place for good before.)
+#[tokio::test]
+async fn dropped_slots_and_connections_give_their_place_back() {
+    let listener = TcpListener::bind((unique_loopback(), 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let _accepted = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    let config = PoolConfig::new()
+        .max_per_key(Some(1))
+        .wait_timeout(std::time::Duration::from_millis(500));
+    let pool: Pool<u8, TcpStream> = Pool::new(config);
+    for _ in 0..3 {
+        let checkout = within("a slot", pool.checkout_or_slot(&1)).await;
+        let Ok(Checkout::Open(slot)) = checkout else {
+            panic!("the key's one place must be free");
+        };
+        drop(slot);
+    }
+    let Ok(Checkout::Open(slot)) = within("a slot", pool.checkout_or_slot(&1)).await else {
+        panic!("the key's one place must be free");
+    };
+    let stream = TcpStream::connect(addr).await.unwrap();
+    pool.put_back(1, stream, slot.into_history(), Reuse::default());
+    let Ok(Checkout::Reused(pooled)) = within("the idle one", pool.checkout_or_slot(&1)).await
+    else {
+        panic!("the connection was idle");
+    };
+    drop(pooled);
+    assert_eq!(pool.stats().snapshot().closed(PoolCloseReason::Dropped), 1);
+    let Ok(Checkout::Open(slot)) = within("a slot", pool.checkout_or_slot(&1)).await else {
+        panic!("the dropped connection's place must be free");
+    };
+    let history = slot.into_history::<TcpStream>();
+    pool.discard(history, PoolCloseReason::Error);
+    assert_eq!(pool.stats().snapshot().closed(PoolCloseReason::Error), 1);
+    let Ok(Checkout::Open(_)) = within("a slot", pool.checkout_or_slot(&1)).await else {
+        panic!("the discarded connection's place must be free");
+    };
+}

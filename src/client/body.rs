@@ -248,9 +248,9 @@ where
 
     /// Closes the connection (the caller drops it) for `reason`, counted once.
     pub(crate) fn close(&mut self, reason: PoolCloseReason) {
-        if let Some(host) = self.host.take() {
+        if let Some(history) = self.history.take() {
             tracing::debug!(reason = reason.name(), "closing client connection");
-            self.pool.discard_at(host, reason);
+            self.pool.discard(history, reason);
         }
     }
 
@@ -295,10 +295,8 @@ where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     fn drop(&mut self) {
-        if let Some(host) = self.host.take() {
-            // Dropped before the response ended: the connection is in doubt.
-            self.pool.discard_at(host, PoolCloseReason::Canceled);
-        }
+        // Dropped before the response ended: the connection is in doubt.
+        self.close(PoolCloseReason::Canceled);
     }
 }
 

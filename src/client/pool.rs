@@ -171,10 +171,15 @@ pub struct Pooled<T> {
 }
 
 /// What the pool knows about a connection (age, uses, the server's limits), carried while it
-/// is in use and handed back with [`Pool::put_back`]. Dropping it instead forgets it (the
-/// connection is closed, or taken out of the pool's care).
+/// is in use and handed back with [`Pool::put_back`] or [`Pool::discard`]. It holds the
+/// connection's place among its key's [`max_per_key`](PoolConfig::max_per_key): dropped
+/// instead, it gives the place back and counts the connection closed as
+/// [`Dropped`](PoolCloseReason::Dropped), so a request cancelled at any point never blocks its
+/// key.
 pub struct History<T> {
     meta: Meta,
+    /// The place it holds (`None` for a connection the pool did not count: [`Pool::put`]).
+    place: Option<Place>,
     _conn: PhantomData<fn(T)>,
 }
 
@@ -187,10 +192,68 @@ impl<T> std::fmt::Debug for History<T> {
 }
 
 impl<T> History<T> {
-    fn new(meta: Meta) -> Self {
+    fn new(meta: Meta, place: Option<Place>) -> Self {
         History {
             meta,
+            place,
             _conn: PhantomData,
+        }
+    }
+
+    /// Hands its place on (to the idle list, a waiter, or a release): no longer given back
+    /// on drop. `None` when it held none.
+    fn take_place(&mut self) -> Option<usize> {
+        self.place.take().map(Place::hand_on)
+    }
+}
+
+/// A counted place of a key in the pool (a connection open, or being opened): given back on
+/// drop unless handed on, so that nothing dropped (a cancelled request, a connect that never
+/// finished, a hand-off nobody took) keeps it.
+struct Place {
+    pool: Option<Weak<dyn Release>>,
+    host: usize,
+    /// Counted as the connection's close when dropped (none for a place never opened).
+    on_drop: Option<PoolCloseReason>,
+}
+
+impl Place {
+    /// No longer given back on drop: the caller passes it on.
+    fn hand_on(mut self) -> usize {
+        self.pool = None;
+        self.host
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        // (Never dropped with the pool's lock held: the pool's own code hands places on.)
+        if let Some(pool) = self.pool.take().and_then(|pool| pool.upgrade()) {
+            pool.release(self.host, self.on_drop);
+        }
+    }
+}
+
+impl std::fmt::Debug for Place {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Place").field("host", &self.host).finish()
+    }
+}
+
+/// What a dropped [`Place`] calls, type-erased over the pool's key and connection.
+trait Release: Send + Sync {
+    /// Gives back a place of the host at `h`, counting a close for `closed`.
+    fn release(&self, h: usize, closed: Option<PoolCloseReason>);
+}
+
+impl<K: Send + 'static, T: Idle> Release for Shared<K, T> {
+    fn release(&self, h: usize, closed: Option<PoolCloseReason>) {
+        if let Some(reason) = closed {
+            self.stats.closed(reason);
+        }
+        let mut state = lock(&self.state);
+        if let Some(host) = state.hosts.get_mut(h) {
+            release_place(host);
         }
     }
 }
@@ -221,9 +284,12 @@ impl<T> Pooled<T> {
         &mut self.io
     }
 
-    /// Takes the connection out of the pool's care (its history is forgotten: a later
-    /// [`Pool::put`] counts it as new).
-    pub fn into_inner(self) -> T {
+    /// Takes the connection out of the pool's care: its place is given back (no close is
+    /// counted) and its history forgotten; a later [`Pool::put`] counts it as new.
+    pub fn into_inner(mut self) -> T {
+        if let Some(mut place) = self.history.place.take() {
+            place.on_drop = None;
+        }
         self.io
     }
 
@@ -391,7 +457,9 @@ impl<T> Default for Host<T> {
 /// What a waiter gets: a connection, or the right to open one.
 #[derive(Debug)]
 enum Handoff<T> {
-    Conn(T, History<T>),
+    /// A connection and what the pool knows of it (the place goes with it).
+    Conn(T, Meta),
+    /// A place to open a connection with.
     Open,
 }
 
@@ -419,21 +487,61 @@ enum HostRef<'a, K> {
 }
 
 /// A checkout done at once, or the place in the queue where it waits.
-pub(crate) type CheckoutNow<T> = Result<Checkout<T>, Turn<T>>;
+pub(crate) type CheckoutNow<K, T> = Result<Checkout<T>, Turn<K, T>>;
 
-/// A checkout's place in the queue of its key, at the per-key limit.
-pub(crate) struct Turn<T>(oneshot::Receiver<Handoff<T>>);
+/// A checkout's place in the queue of its key, at the per-key limit. Dropped (the checkout
+/// cancelled, or timed out), it leaves the queue, and what was handed to it in the meantime
+/// goes to the next waiter or the idle list.
+pub(crate) struct Turn<K: Eq + Hash + Clone + Send + 'static, T: Idle> {
+    rx: oneshot::Receiver<Handoff<T>>,
+    pool: Weak<Shared<K, T>>,
+    h: usize,
+}
 
-/// The right to open one connection for a key (see [`Checkout::Open`]).
+impl<K: Eq + Hash + Clone + Send + 'static, T: Idle> Drop for Turn<K, T> {
+    fn drop(&mut self) {
+        self.rx.close();
+        let Ok(handoff) = self.rx.try_recv() else {
+            return;
+        };
+        let Some(shared) = self.pool.upgrade() else {
+            return;
+        };
+        let pool = Pool { shared };
+        match handoff {
+            Handoff::Conn(io, meta) => {
+                let history = History::new(meta, Some(pool.place(self.h, None)));
+                pool.park(
+                    HostRef::Id(HostId(self.h)),
+                    io,
+                    history,
+                    Reuse::default(),
+                    false,
+                );
+            }
+            Handoff::Open => pool.shared.release(self.h, None),
+        }
+    }
+}
+
+/// The right to open one connection for a key (see [`Checkout::Open`]): it holds one of the
+/// key's places, given back when it is dropped unless [`into_history`](Self::into_history)
+/// passed it on to the new connection.
 #[derive(Debug)]
 pub struct Slot {
     created: Instant,
+    place: Place,
 }
 
 impl Slot {
-    /// The history of the connection opened with this slot.
-    pub fn into_history<T>(self) -> History<T> {
-        History::new(Meta::new(self.created))
+    /// The history of the connection opened with this slot (its place goes with it).
+    pub fn into_history<T>(mut self) -> History<T> {
+        let place = Place {
+            pool: self.place.pool.take(),
+            host: self.place.host,
+            on_drop: Some(PoolCloseReason::Dropped),
+        };
+        History::new(Meta::new(self.created), Some(place))
     }
 }
 
@@ -584,14 +692,14 @@ where
             Ok(checkout) => Ok(checkout),
             // The wait (with its timer) is boxed: the usual checkout, which never waits, then
             // keeps a small future.
-            Err(wait) => Box::pin(self.wait(HostRef::Key(key), wait.0)).await,
+            Err(turn) => Box::pin(self.wait(turn)).await,
         }
     }
 
     /// The checkout without its wait: an idle connection or a slot now, or the place in the
     /// queue of a checkout that must wait (see [`Pool::wait_turn`]). No future for the usual
     /// checkout.
-    pub(crate) fn take_or_slot(&self, key: &K, reuse_idle: bool) -> CheckoutNow<T> {
+    pub(crate) fn take_or_slot(&self, key: &K, reuse_idle: bool) -> CheckoutNow<K, T> {
         let mut guard = lock(&self.shared.state);
         let h = guard.host_index(key);
         self.take_at(guard, h, reuse_idle)
@@ -606,7 +714,7 @@ where
         same: impl FnOnce(&K) -> bool,
         make: impl FnOnce() -> Option<K>,
         reuse_idle: bool,
-    ) -> Option<(HostId, CheckoutNow<T>)> {
+    ) -> Option<(HostId, CheckoutNow<K, T>)> {
         let mut guard = lock(&self.shared.state);
         let h = match &guard.last {
             Some((last, h)) if same(last) => *h,
@@ -619,7 +727,7 @@ where
     }
 
     /// [`take_or_slot`](Self::take_or_slot) for a host named by its [`HostId`].
-    pub(crate) fn take_or_slot_at(&self, host: HostId, reuse_idle: bool) -> CheckoutNow<T> {
+    pub(crate) fn take_or_slot_at(&self, host: HostId, reuse_idle: bool) -> CheckoutNow<K, T> {
         let guard = lock(&self.shared.state);
         self.take_at(guard, host.0, reuse_idle)
     }
@@ -630,7 +738,7 @@ where
         mut guard: MutexGuard<'_, State<K, T>>,
         h: usize,
         reuse_idle: bool,
-    ) -> CheckoutNow<T> {
+    ) -> CheckoutNow<K, T> {
         let mut dead = Vec::new();
         let waiter = {
             let state = &mut *guard;
@@ -667,7 +775,10 @@ where
                 }
                 found = Some(Pooled {
                     io,
-                    history: History::new(meta),
+                    history: History::new(
+                        meta,
+                        Some(self.place(h, Some(PoolCloseReason::Dropped))),
+                    ),
                 });
                 break;
             }
@@ -689,47 +800,51 @@ where
                     drop(dead);
                     return Ok(Checkout::Open(Slot {
                         created: Instant::now(),
+                        place: self.place(h, None),
                     }));
                 }
             }
         };
         drop(dead);
-        Err(Turn(waiter))
+        Err(Turn {
+            rx: waiter,
+            pool: Arc::downgrade(&self.shared),
+            h,
+        })
+    }
+
+    /// A place of the host at `h`, given back to this pool if dropped.
+    fn place(&self, h: usize, on_drop: Option<PoolCloseReason>) -> Place {
+        let pool: Weak<dyn Release> = Arc::downgrade(&self.shared) as Weak<dyn Release>;
+        Place {
+            pool: Some(pool),
+            host: h,
+            on_drop,
+        }
     }
 
     /// Waits for the turn [`take_or_slot`](Self::take_or_slot) gave.
-    pub(crate) async fn wait_turn(
-        &self,
-        host: HostId,
-        turn: Turn<T>,
-    ) -> Result<Checkout<T>, WaitTimeout> {
-        self.wait(HostRef::Id(host), turn.0).await
+    pub(crate) async fn wait_turn(&self, turn: Turn<K, T>) -> Result<Checkout<T>, WaitTimeout> {
+        self.wait(turn).await
     }
 
-    /// Waits at the per-key limit for a connection coming back or a place freed.
-    async fn wait(
-        &self,
-        host: HostRef<'_, K>,
-        mut waiter: oneshot::Receiver<Handoff<T>>,
-    ) -> Result<Checkout<T>, WaitTimeout> {
-        match tokio::time::timeout(self.shared.config.wait_timeout, &mut waiter).await {
-            Ok(Ok(Handoff::Conn(io, history))) => Ok(Checkout::Reused(Pooled { io, history })),
+    /// Waits at the per-key limit for a connection coming back or a place freed. (Dropped or
+    /// timed out, the turn gives back whatever raced with it.)
+    async fn wait(&self, mut turn: Turn<K, T>) -> Result<Checkout<T>, WaitTimeout> {
+        let handoff = tokio::time::timeout(self.shared.config.wait_timeout, &mut turn.rx).await;
+        match handoff {
+            Ok(Ok(Handoff::Conn(io, meta))) => Ok(Checkout::Reused(Pooled {
+                io,
+                history: History::new(
+                    meta,
+                    Some(self.place(turn.h, Some(PoolCloseReason::Dropped))),
+                ),
+            })),
             Ok(Ok(Handoff::Open)) => Ok(Checkout::Open(Slot {
                 created: Instant::now(),
+                place: self.place(turn.h, None),
             })),
-            Ok(Err(_)) => Err(WaitTimeout),
-            Err(_) => {
-                // A handoff may have raced with the timeout: give it back.
-                waiter.close();
-                match waiter.try_recv() {
-                    Ok(Handoff::Conn(io, history)) => {
-                        self.park(host, io, history, Reuse::default(), false)
-                    }
-                    Ok(Handoff::Open) => self.release(host),
-                    Err(_) => {}
-                }
-                Err(WaitTimeout)
-            }
+            Ok(Err(_)) | Err(_) => Err(WaitTimeout),
         }
     }
 
@@ -738,6 +853,7 @@ where
     pub async fn checkout(&self, key: &K) -> Result<Option<Pooled<T>>, WaitTimeout> {
         match self.checkout_or_slot(key).await? {
             Checkout::Reused(pooled) => Ok(Some(pooled)),
+            // (The slot's place is given back: [`put`](Self::put) counts the new connection.)
             Checkout::Open(_) => Ok(None),
         }
     }
@@ -753,17 +869,21 @@ where
         self.park(HostRef::Id(host), io, history, reuse, true);
     }
 
-    /// Returns a connection without history (counted as new, used once).
+    /// Returns a connection without history (counted as new, used once; it takes a place
+    /// of its key even past [`max_per_key`](PoolConfig::max_per_key)).
     pub fn put(&self, key: K, io: T, reuse: Reuse) {
-        let history = History::new(Meta::new(Instant::now()));
+        let history = History::new(Meta::new(Instant::now()), None);
         self.park(HostRef::Key(&key), io, history, reuse, true);
     }
 
     /// Hands the connection to a waiter, or parks it idle in a place of the table, or closes
     /// it.
-    fn park(&self, host: HostRef<'_, K>, io: T, history: History<T>, reuse: Reuse, used: bool) {
+    fn park(&self, host: HostRef<'_, K>, io: T, mut history: History<T>, reuse: Reuse, used: bool) {
         let config = &self.shared.config;
         let now = Instant::now();
+        // The place goes on with the connection (to a waiter, the idle list, or a release),
+        // all under the lock below; one not counted yet is counted there.
+        let counted = history.take_place().is_some();
         let mut meta = history.meta;
         if used {
             meta.uses = meta.uses.saturating_add(1);
@@ -806,6 +926,9 @@ where
             HostRef::Key(key) => state.host_index(key),
             HostRef::Id(HostId(h)) => h,
         };
+        if !counted {
+            state.hosts[h].open += 1;
+        }
         let mut io = io;
         // Before a waiter gets it, the look a checkout gives an idle connection: bytes or a
         // FIN already there must not become the waiter's answer.
@@ -828,7 +951,7 @@ where
         // A waiter takes it directly, in order. (Checked before anything is moved: there is
         // usually none.)
         while let Some(waiter) = state.hosts[h].waiters.pop_front() {
-            match waiter.send(Handoff::Conn(io, History::new(meta))) {
+            match waiter.send(Handoff::Conn(io, meta)) {
                 Ok(()) => return,
                 Err(Handoff::Conn(back, _)) => io = back,
                 Err(Handoff::Open) => unreachable!("only connections are sent here"),
@@ -892,36 +1015,20 @@ where
     }
 }
 
-impl<K: Eq + Hash, T> Pool<K, T> {
-    /// A connect for `key` failed: counted as closed by error, and its place goes to the
+impl<K: Eq + Hash + Clone + Send + 'static, T: Idle> Pool<K, T> {
+    /// A connect with `slot` failed: counted as closed by error, and its place goes to the
     /// next waiter.
-    pub(crate) fn discard_unopened(&self, host: HostId) {
+    pub(crate) fn connect_failed(&self, slot: Slot) {
         self.shared.stats.connect_failed();
-        self.release(HostRef::Id(host));
+        drop(slot);
     }
 
-    /// A connection of `key` closed instead of coming back (error, server said close): counts
-    /// it and gives its place to the next waiter.
-    pub fn discard(&self, key: &K, reason: PoolCloseReason) {
+    /// A connection closed instead of coming back (an error, the server said close): counts
+    /// it for `reason` and gives its place to the next waiter.
+    pub fn discard(&self, mut history: History<T>, reason: PoolCloseReason) {
         self.shared.stats.closed(reason);
-        self.release(HostRef::Key(key));
-    }
-
-    /// [`discard`](Self::discard) for a host named by its [`HostId`].
-    pub(crate) fn discard_at(&self, host: HostId, reason: PoolCloseReason) {
-        self.shared.stats.closed(reason);
-        self.release(HostRef::Id(host));
-    }
-
-    /// Gives back the place of a connection of the host that was never opened or is gone.
-    fn release(&self, host: HostRef<'_, K>) {
-        let mut state = lock(&self.shared.state);
-        let h = match host {
-            HostRef::Key(key) => state.find_host(key),
-            HostRef::Id(HostId(h)) => Some(h),
-        };
-        if let Some(host) = h.and_then(|h| state.hosts.get_mut(h)) {
-            release_place(host);
+        if let Some(h) = history.take_place() {
+            self.shared.release(h, None);
         }
     }
 }

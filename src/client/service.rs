@@ -418,7 +418,7 @@ where
                     (io, history, true)
                 }
                 // (No future for a checkout that does not wait or connect.)
-                other => Box::pin(open_or_wait(&inner, host, &uri, other)).await?,
+                other => Box::pin(open_or_wait(&inner, &uri, other)).await?,
             };
             // A copy of the head is kept only when a retry could follow: a reused connection
             // and a replayable request.
@@ -479,7 +479,7 @@ where
     C: Connect,
 {
     let checkout = inner.pool.take_or_slot_at(host, false);
-    let (conn, history, reused) = open_or_wait(&inner, host, &uri, checkout).await?;
+    let (conn, history, reused) = open_or_wait(&inner, &uri, checkout).await?;
     inner.stats.request(reused);
     let none = http::HeaderMap::new();
     let request_head = RequestHead {
@@ -505,7 +505,7 @@ where
 }
 
 /// What [`Pool::take_or_slot`] gives for a client connection.
-type CheckoutOrTurn<T> = CheckoutNow<ClientConn<T>>;
+type CheckoutOrTurn<T> = CheckoutNow<PoolKey, ClientConn<T>>;
 
 /// A connection to send a request on, its history, and whether it was reused.
 type Opened<T> = (ClientConn<T>, History<ClientConn<T>>, bool);
@@ -514,7 +514,6 @@ type Opened<T> = (ClientConn<T>, History<ClientConn<T>>, bool);
 /// limit, then a new connection (or one handed over by another request).
 async fn open_or_wait<C>(
     inner: &Inner<C>,
-    host: HostId,
     uri: &Uri,
     checkout: CheckoutOrTurn<C::Response>,
 ) -> Result<Opened<C::Response>, Error>
@@ -525,7 +524,7 @@ where
         Ok(checkout) => checkout,
         Err(turn) => inner
             .pool
-            .wait_turn(host, turn)
+            .wait_turn(turn)
             .await
             .map_err(|_| Error::kind_only(ErrorKind::PoolTimeout))?,
     };
@@ -547,7 +546,7 @@ where
                     Ok((ClientConn::Bare(io), slot.into_history(), false))
                 }
                 Err(error) => {
-                    inner.pool.discard_unopened(host);
+                    inner.pool.connect_failed(slot);
                     Err(connect_error(error.into(), uri))
                 }
             }
