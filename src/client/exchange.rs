@@ -263,6 +263,8 @@ where
     received: bool,
     /// Interim responses skipped so far.
     interim: u8,
+    /// Where the search for the response head's end stopped.
+    head_end: h1::SectionEnd,
     reused: bool,
     asked_close: bool,
     head_request: bool,
@@ -336,6 +338,7 @@ where
             send_error: None,
             received: false,
             interim: 0,
+            head_end: h1::SectionEnd::default(),
             reused,
             asked_close,
             head_request: *head.method == Method::HEAD,
@@ -405,10 +408,14 @@ where
         // The response is read while the request is still being written too: an early
         // answer, or a reset.
         let head = loop {
-            if !wire.buffered().is_empty() {
-                match h1::parse_response_head(wire.buffered(), this.head_request) {
+            let buffered = wire.buffered();
+            if !buffered.is_empty()
+                && (this.head_end.should_parse(buffered) || buffered.len() >= h1::MAX_HEAD)
+            {
+                match h1::parse_response_head(buffered, this.head_request) {
                     Ok(Some(Parsed::Interim(len))) => {
                         wire.consume(len);
+                        this.head_end = h1::SectionEnd::default();
                         this.interim += 1;
                         if this.interim > MAX_INTERIM {
                             return this.fail(TOO_MANY_INTERIM.into());

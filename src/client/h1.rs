@@ -19,6 +19,9 @@ pub(crate) const MAX_HEADERS: usize = 100;
 /// Bytes in a response head (or a chunked body's trailers) at most.
 pub(crate) const MAX_HEAD: usize = 256 * 1024;
 
+/// Bytes in a chunked body's trailer section at most (hyper's limit too).
+pub(crate) const MAX_TRAILERS: usize = 16 * 1024;
+
 /// Bytes in a chunk-size line (size, extensions) at most.
 const MAX_CHUNK_LINE: usize = 4096;
 
@@ -33,6 +36,64 @@ impl std::fmt::Display for ProtocolError {
 }
 
 impl std::error::Error for ProtocolError {}
+
+/// The search for the blank line that ends a head or a trailer section, resumed where it
+/// stopped: a section that arrives in many small reads is scanned once in all, and parsed
+/// (by `httparse`, from its start) only once its end is there. (Parsing after every read was
+/// quadratic: 13 s of CPU for a 252 KiB head trickled a byte per write.)
+///
+/// A header line cannot hold a bare LF (a folded line goes on with a space), so the first LF
+/// followed by LF or CR LF, or a section that begins with one, is the section's end.
+///
+/// So that a malformed section is still refused early, it is also parsed each time it has
+/// doubled in size since the last parse: at most twice its size parsed in all.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct SectionEnd {
+    /// Bytes of the section looked at, up to an LF whose follower has not arrived.
+    scanned: usize,
+    /// The section's size at which to parse it even without its end.
+    probe_at: usize,
+}
+
+impl SectionEnd {
+    /// Whether to parse `section` now: its end is there, or it doubled since the last parse.
+    pub(crate) fn should_parse(&mut self, section: &[u8]) -> bool {
+        if self.found(section) {
+            return true;
+        }
+        if section.len() >= self.probe_at {
+            self.probe_at = (section.len() * 2).max(64);
+            return true;
+        }
+        false
+    }
+
+    /// Whether `section` (the bytes from the section's start) holds its end.
+    pub(crate) fn found(&mut self, section: &[u8]) -> bool {
+        // (The section's start counts as a line's start: a trailer section may be empty.)
+        if self.scanned == 0 {
+            match section {
+                [b'\n', ..] | [b'\r', b'\n', ..] => return true,
+                [] | [b'\r'] => return false,
+                _ => {}
+            }
+        }
+        let mut at = self.scanned;
+        while let Some(offset) = section[at..].iter().position(|&b| b == b'\n') {
+            let lf = at + offset;
+            match &section[lf + 1..] {
+                [b'\n', ..] | [b'\r', b'\n', ..] => return true,
+                [] | [b'\r'] => {
+                    self.scanned = lf;
+                    return false;
+                }
+                _ => at = lf + 1,
+            }
+        }
+        self.scanned = section.len();
+        false
+    }
+}
 
 /// How the request body goes on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -537,6 +598,8 @@ pub(crate) struct ChunkedDecoder {
     size: u64,
     digits: u8,
     line: usize,
+    /// Where the search for the trailer section's end stopped.
+    trailers_end: SectionEnd,
 }
 
 impl Default for ChunkedDecoder {
@@ -546,6 +609,7 @@ impl Default for ChunkedDecoder {
             size: 0,
             digits: 0,
             line: 0,
+            trailers_end: SectionEnd::default(),
         }
     }
 }
@@ -581,6 +645,13 @@ impl ChunkedDecoder {
                     return Ok((at + n, Chunk::Data(at..at + n)));
                 }
                 ChunkState::Trailers => {
+                    // (Parsed only once the section's end is there.)
+                    if !self.trailers_end.should_parse(&input[at..]) {
+                        if input.len() - at >= MAX_TRAILERS {
+                            return Err(ProtocolError("the chunked body's trailers are too large"));
+                        }
+                        return Ok((at, Chunk::More));
+                    }
                     let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
                     return match httparse::parse_headers(&input[at..], &mut slots) {
                         Ok(httparse::Status::Complete((len, fields))) => {
@@ -598,7 +669,7 @@ impl ChunkedDecoder {
                             }
                             Ok((at + len, Chunk::Trailers(trailers)))
                         }
-                        Ok(httparse::Status::Partial) if input.len() - at >= MAX_HEAD => {
+                        Ok(httparse::Status::Partial) if input.len() - at >= MAX_TRAILERS => {
                             Err(ProtocolError("the chunked body's trailers are too large"))
                         }
                         Ok(httparse::Status::Partial) => Ok((at, Chunk::More)),
@@ -1142,6 +1213,92 @@ mod props {
         fn response_head_shaped_bytes(input in response_bytes(), head_request in any::<bool>()) {
             check_head(&input, head_request)?;
         }
+
+        /// The resumed search for a head's end never holds back a parse that would end the
+        /// head: fed in any pieces, wherever it says "not yet", `httparse` says "partial".
+        #[test]
+        fn section_end_never_hides_a_complete_head(
+            input in response_bytes(),
+            pieces in prop::collection::vec(1usize..16, 1..64),
+        ) {
+            let mut end = SectionEnd::default();
+            let mut len = 0;
+            for piece in pieces.iter().cycle() {
+                if len >= input.len() {
+                    break;
+                }
+                len = (len + piece).min(input.len());
+                let prefix = &input[..len];
+                if end.should_parse(prefix) {
+                    continue;
+                }
+                let parsed = parse_response_head(prefix, false);
+                prop_assert!(
+                    !matches!(parsed, Ok(Some(_))),
+                    "found nothing in {:?}, but httparse: {:?}",
+                    String::from_utf8_lossy(prefix),
+                    parsed
+                );
+                // (An error may wait for the next parse: at most twice the bytes later.)
+            }
+        }
+    }
+
+    #[test]
+    fn section_end_is_found_across_pieces_and_looks_at_each_byte_once() {
+        let head = b"HTTP/1.1 200 OK\r\nA: b\r\nFolded: x\r\n y\r\n\r\nbody";
+        let end_at = head.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        for split in 1..head.len() {
+            let mut end = SectionEnd::default();
+            let first = end.found(&head[..split]);
+            assert_eq!(first, split >= end_at, "split at {split}");
+            assert!(end.found(head), "split at {split}");
+        }
+        // Bare LF line ends, and an empty section (a trailer section with no fields).
+        assert!(SectionEnd::default().found(b"HTTP/1.1 200 OK\nA: b\n\n"));
+        assert!(SectionEnd::default().found(b"\r\n"));
+        assert!(SectionEnd::default().found(b"\n"));
+        assert!(!SectionEnd::default().found(b"\r"));
+        // Fed a byte at a time, the search never goes back more than the LF it waits on.
+        let big = [
+            b"HTTP/1.1 200 OK\r\nX: ".as_slice(),
+            &[b'a'; 10_000],
+            b"\r\n\r\n",
+        ]
+        .concat();
+        let mut end = SectionEnd::default();
+        for len in 1..big.len() {
+            assert!(!end.found(&big[..len]), "at {len}");
+            assert!(
+                end.scanned + 2 >= len.saturating_sub(1),
+                "rescans from {} at {len}",
+                end.scanned
+            );
+        }
+        assert!(end.found(&big));
+    }
+
+    #[test]
+    fn trailer_sections_over_16_kib_are_refused() {
+        let mut decoder = ChunkedDecoder::default();
+        assert_eq!(decoder.decode(b"0\r\n", false), Ok((3, Chunk::More)));
+        // The unconsumed trailer bytes, growing a line at a time, as a reader would give them.
+        // (Long lines: 16 KiB in fewer than the 100 fields allowed.)
+        let line = [b"x-a: ".as_slice(), &[b'b'; 300], b"\r\n"].concat();
+        let mut trailers = Vec::new();
+        let refused = loop {
+            trailers.extend_from_slice(&line);
+            match decoder.decode(&trailers, false) {
+                Ok((0, Chunk::More)) => assert!(trailers.len() < MAX_TRAILERS + line.len()),
+                Ok(other) => panic!("{other:?} after {} bytes", trailers.len()),
+                Err(error) => break error,
+            }
+        };
+        assert_eq!(
+            refused,
+            ProtocolError("the chunked body's trailers are too large")
+        );
+        assert!(trailers.len() >= MAX_TRAILERS);
     }
 
     // ---- (b), (c) chunked bodies -------------------------------------------------------
