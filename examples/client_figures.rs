@@ -1,9 +1,12 @@
 //! Client-side figures of the crate, each printed as one JSON line (loopback only, every loop
 //! bounded in count and time):
 //!
-//! - `memory`: resident memory per idle pooled connection, for the crate's client, hyper-util's
-//!   legacy client, reqwest and bare tokio `TcpStream`s. The server is this program re-executed
-//!   as a child (`serve`), so only the client is in the measured process.
+//! - `memory`: memory per idle pooled connection as the OS counts it (VmRSS, no trimming, read
+//!   `--settle` after a burst of concurrent requests), for the crate's client, hyper-util's
+//!   legacy client, reqwest and bare tokio `TcpStream`s (each sends the same one request). The
+//!   server is this program re-executed as a child (`serve`), so only the client is in the
+//!   measured process. Live heap, glibc's free bytes and the figure after `malloc_trim(0)`
+//!   (not what an operator sees) stand beside it, labelled.
 //! - `idle-race`: requests spaced by about the server's 1 s idle timeout, 20 workers each with
 //!   its own client; counts the requests that fail because the server closed the connection
 //!   as they were sent.
@@ -22,7 +25,10 @@
 
 mod support;
 
-use support::memory::{counting, listen, raise_nofile, rss_bytes, trimmed_rss_bytes, ChildGuard};
+use support::memory::{
+    counting, listen, malloc_counters, pss_bytes, raise_nofile, rss_bytes, trimmed_rss_bytes,
+    ChildGuard,
+};
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -62,7 +68,7 @@ enum Cmd {
         #[arg(long, default_value = "127.0.0.1:0")]
         addr: SocketAddr,
     },
-    /// Resident memory per idle pooled connection.
+    /// Memory per idle pooled connection as the OS counts it (VmRSS, no trimming).
     Memory {
         /// Connections opened at once and then kept idle.
         #[arg(long, default_value_t = 2000)]
@@ -75,6 +81,12 @@ enum Cmd {
         /// Connections of the warm-up round (a throwaway client, before the measure).
         #[arg(long, default_value_t = 16)]
         warmup: usize,
+        /// How long after the last answer the memory is read.
+        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        settle: Duration,
+        /// Add the live allocations by size class to the result.
+        #[arg(long)]
+        heap_profile: bool,
     },
     /// The idle race: requests spaced by about the server's 1 s idle timeout.
     IdleRace {
@@ -147,7 +159,9 @@ fn main() {
             client,
             slow_ms,
             warmup,
-        } => memory(connections, client, slow_ms, warmup),
+            settle,
+            heap_profile,
+        } => memory(connections, client, slow_ms, warmup, settle, heap_profile),
         Cmd::IdleRace {
             server,
             label,
@@ -440,25 +454,52 @@ async fn concurrent_gets(client: &Arc<AnyClient>, uri: &Uri, n: usize) -> usize 
     failed
 }
 
-async fn bare_streams(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
-    let mut streams = Vec::with_capacity(n);
+/// `n` bare tokio `TcpStream`s to `addr`, all connecting at once, each sending `GET {path}`
+/// and reading the answer whole (the same burst the pooled clients make), then kept.
+async fn bare_streams(addr: SocketAddr, path: &str, n: usize) -> Vec<TcpStream> {
+    let request = format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\n\r\n");
+    let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..n {
-        match tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(addr)).await {
-            Ok(Ok(stream)) => streams.push(stream),
-            Ok(Err(error)) => {
-                eprintln!("connect failed: {error}");
-                break;
-            }
-            Err(_) => {
-                eprintln!("connect timed out");
-                break;
-            }
+        let request = request.clone();
+        tasks.spawn(async move {
+            let one = async {
+                let mut stream = TcpStream::connect(addr).await?;
+                stream.write_all(request.as_bytes()).await?;
+                let mut head_and_body = Vec::with_capacity(256);
+                let mut buf = [0u8; 256];
+                // The child's answers end with their body: `hello, world!` or `slept N ms`.
+                while !(head_and_body.ends_with(b"!") || head_and_body.ends_with(b" ms")) {
+                    let read = stream.read(&mut buf).await?;
+                    if read == 0 {
+                        return Err(std::io::ErrorKind::UnexpectedEof.into());
+                    }
+                    head_and_body.extend_from_slice(&buf[..read]);
+                }
+                Ok::<_, std::io::Error>(stream)
+            };
+            tokio::time::timeout(Duration::from_secs(60), one).await
+        });
+    }
+    let mut streams = Vec::with_capacity(n);
+    while let Some(result) = tasks.join_next().await {
+        match result {
+            Ok(Ok(Ok(stream))) => streams.push(stream),
+            Ok(Ok(Err(error))) => eprintln!("bare request failed: {error}"),
+            Ok(Err(_)) => eprintln!("bare request timed out"),
+            Err(error) => eprintln!("task failed: {error}"),
         }
     }
     streams
 }
 
-fn memory(connections: usize, kind: MemClient, slow_ms: u64, warmup: usize) {
+fn memory(
+    connections: usize,
+    kind: MemClient,
+    slow_ms: u64,
+    warmup: usize,
+    settle: Duration,
+    heap_profile: bool,
+) {
     let soft = raise_nofile();
     let needed = 2 * connections as u64 + 100;
     match soft {
@@ -493,25 +534,29 @@ fn memory(connections: usize, kind: MemClient, slow_ms: u64, warmup: usize) {
                 concurrent_gets(&client, &warm_uri, warmup).await;
                 let _ = client.get(&warm_uri).await;
             }
-            None => drop(bare_streams(addr, warmup).await),
+            None => drop(bare_streams(addr, "/slow?ms=50", warmup).await),
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
 
         let client = memory_client(kind, connections).map(Arc::new);
         tokio::time::sleep(Duration::from_millis(100)).await;
         let rss_before = rss_bytes();
+        let pss_before = pss_bytes();
         let heap_before = counting::live();
+        let malloc_before = malloc_counters();
         let started = Instant::now();
         let (failed, held) = match &client {
             Some(client) => (concurrent_gets(client, &slow, connections).await, None),
             None => {
-                let streams = bare_streams(addr, connections).await;
+                let slow_path = format!("/slow?ms={slow_ms}");
+                let streams = bare_streams(addr, &slow_path, connections).await;
                 (connections - streams.len(), Some(streams))
             }
         };
         let took = started.elapsed();
-        // Let the connections settle in the pools.
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // The pools park their idle connections after 100 ms; read the memory `settle` after
+        // the last answer, as an operator would look at an idle process.
+        tokio::time::sleep(settle).await;
         let established = tcp_state::count(Filter::new().remote_port(addr.port()))
             .map(|c| c.established())
             .unwrap_or(0);
@@ -520,24 +565,37 @@ fn memory(connections: usize, kind: MemClient, slow_ms: u64, warmup: usize) {
             _ => None,
         };
         let rss_after = rss_bytes();
-        let rss_trimmed = trimmed_rss_bytes();
+        let pss_after = pss_bytes();
         let heap_after = counting::live();
+        let malloc_after = malloc_counters();
+        let classes = heap_profile.then(counting::classes);
+        // Last: it changes what any later figure would see.
+        let rss_trimmed = trimmed_rss_bytes();
         let opened = match client.as_deref() {
             Some(AnyClient::Keepalive(c)) => Some(c.stats().snapshot().opened),
             _ => None,
         };
-        let bytes_per_conn = (rss_after as i64 - rss_before as i64) / connections.max(1) as i64;
+        let per =
+            |after: u64, before: u64| (after as i64 - before as i64) / connections.max(1) as i64;
         let value = json!({
             "client": client_name,
             "connections": connections,
+            "settle_ms": settle.as_millis() as u64,
             "rss_before": rss_before,
             "rss_after": rss_after,
-            "bytes_per_conn": bytes_per_conn,
-            "rss_after_trim": rss_trimmed,
-            "bytes_per_conn_after_trim": (rss_trimmed as i64 - rss_before as i64) / connections.max(1) as i64,
+            "bytes_per_conn": per(rss_after, rss_before),
+            "pss_per_conn": per(pss_after, pss_before),
             "heap_before": heap_before,
             "heap_after": heap_after,
-            "heap_per_conn": (heap_after as i64 - heap_before as i64) / connections.max(1) as i64,
+            "heap_per_conn": per(heap_after as u64, heap_before as u64),
+            "glibc_free_per_conn": per(malloc_after.free, malloc_before.free),
+            "glibc_arena_per_conn": per(
+                malloc_after.arena + malloc_after.mmap,
+                malloc_before.arena + malloc_before.mmap
+            ),
+            "rss_after_trim": rss_trimmed,
+            "bytes_per_conn_after_trim": per(rss_trimmed, rss_before),
+            "heap_classes": classes,
             "established_client_sockets": established,
             "idle_in_pool": idle,
             "opened": opened,

@@ -1,28 +1,39 @@
-//! What idle keep-alive connections cost a server, and what holding them costs its busy
-//! connections. Loopback only; every loop is bounded in count and time.
+//! What idle keep-alive connections cost a server, as the operating system counts it, and what
+//! holding them costs its busy connections. Loopback only; every loop is bounded in count and
+//! time.
 //!
 //! For each server (a bare tokio `TcpStream` per connection, the crate's `serve`, plain hyper
-//! through hyper-util as `examples/server.rs --plain` runs it, and `axum::serve`) and each count
-//! N, this program:
+//! through hyper-util as `examples/server.rs --plain` runs it, and `axum::serve`), each arrival
+//! pattern and each count N, this program:
 //!
 //! 1. starts the server as a child process (`serve`), with a counting allocator, its descriptor
 //!    limit raised to the hard one;
-//! 2. runs a keep-alive load from this process (warm-up, then the "none held" figures:
-//!    requests/s and latency percentiles over `--load-connections` connections);
-//! 3. takes the server's baseline: live heap and resident memory (after `malloc_trim`);
-//! 4. starts another child (`hold`) that opens N connections from several loopback source
-//!    addresses (127.0.0.2 and up, 10,000 each), sends one request on each, reads the answer and
-//!    then stays silent;
-//! 5. measures the server again: (after - baseline) / N is the cost of one idle connection;
+//! 2. runs a short warm-up load from this process, then (unless `--load-secs 0`) the "none held"
+//!    load: requests/s and latency percentiles over `--load-connections` connections;
+//! 3. takes the server's baseline: VmRSS, PSS, live heap, glibc's counters (no trimming);
+//! 4. starts another child (`hold`) that opens N connections from source addresses spread over
+//!    127.0.0.0/8 (5,000 per address, a fresh /16 for each run so that no run meets the last
+//!    one's TIME_WAIT ports), then
+//!    - `burst`: connects all N first, then sends one `GET /` on every connection at once,
+//!      then reads all the answers;
+//!    - `trickle`: connects, sends one `GET /` and reads its answer, one connection after the
+//!      other;
+//!
+//!    and then stays silent;
+//! 5. measures the server again `--after` (default 5 s and 15 s) after the last answer, without
+//!    trimming: (after - baseline) / N is the cost of one idle connection as the OS counts it.
+//!    Last, the figure after `malloc_trim(0)`, labelled so (no server calls it);
 //! 6. runs the same load with the N connections held ("held" figures).
 //!
 //! ```text
 //! cargo build --release --example server_idle
-//! target/release/examples/server_idle --connections 2000,max
-//! target/release/examples/server_idle --servers keepalive,bare --connections 2000 --load-secs 0
+//! target/release/examples/server_idle --connections 2000,10000 --servers bare,keepalive,plain --load-secs 0
+//! target/release/examples/server_idle --connections 2000,max --patterns burst
 //! ```
 //!
-//! `max` is min(20,000, the hard descriptor limit - 100).
+//! `max` is min(20,000, the hard descriptor limit - 100). `--heap-profile` prints the live
+//! allocations by size class and glibc's per-arena statistics (server's stderr) after the last
+//! measure.
 
 mod support;
 
@@ -41,7 +52,11 @@ use hyper_util::rt::TokioIo;
 use keepalive::tcp_state::{self, Filter};
 use keepalive::{ServerConfig, ServerStats};
 use serde_json::{json, Value};
-use support::memory::{counting, listen, raise_nofile, trimmed_rss_bytes, ChildGuard};
+use support::memory::{
+    counting, listen, malloc_counters, print_malloc_stats, pss_bytes, raise_nofile, rss_bytes,
+    tcp_sockstat, trimmed_rss_bytes, ChildGuard,
+};
+use support::parse_duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -84,6 +99,41 @@ struct RunArgs {
     /// requests/s.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// How the N connections arrive, comma-separated: `burst` (all connected, then every
+    /// request at once) or `trickle` (one connection after the other, each answered before the
+    /// next connects).
+    #[arg(
+        long,
+        value_enum,
+        default_value = "burst,trickle",
+        value_delimiter = ','
+    )]
+    patterns: Vec<Pattern>,
+    /// When to read the server's memory after the last answer, comma-separated; the first is
+    /// the headline (`rss_per_connection`).
+    #[arg(long, default_value = "5s,15s", value_delimiter = ',', value_parser = parse_duration)]
+    after: Vec<Duration>,
+    /// After the last measure, print the server's live allocations by size class (as JSON, in
+    /// the result) and glibc's per-arena statistics (on the server's stderr).
+    #[arg(long)]
+    heap_profile: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Pattern {
+    /// N connections opened first, then one request on every one at the same moment.
+    Burst,
+    /// One connection after the other: connect, request, answer, next.
+    Trickle,
+}
+
+impl Pattern {
+    fn name(self) -> &'static str {
+        match self {
+            Pattern::Burst => "burst",
+            Pattern::Trickle => "trickle",
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -105,6 +155,11 @@ enum Cmd {
         addr: SocketAddr,
         #[arg(long)]
         connections: usize,
+        #[arg(long, value_enum, default_value_t = Pattern::Burst)]
+        pattern: Pattern,
+        /// Source addresses 127.K.x.y (5,000 connections each).
+        #[arg(long, default_value_t = 10)]
+        source_octet: u8,
     },
 }
 
@@ -140,7 +195,12 @@ fn main() {
             addr,
             spawned,
         }) => serve_child(kind, addr, spawned),
-        Some(Cmd::Hold { addr, connections }) => hold_child(addr, connections),
+        Some(Cmd::Hold {
+            addr,
+            connections,
+            pattern,
+            source_octet,
+        }) => hold_child(addr, connections, pattern, source_octet),
         None => run(cli.run),
     }
 }
@@ -167,23 +227,36 @@ fn serve_child(kind: Kind, addr: SocketAddr, spawned: bool) {
         let stdin = std::io::stdin();
         for line in stdin.lock().lines() {
             let Ok(line) = line else { break };
-            if line.trim() == "measure" {
-                let rss = trimmed_rss_bytes();
-                let snapshot = SERVER_STATS
-                    .get()
-                    .map(ServerStats::snapshot)
-                    .unwrap_or_default();
-                println!(
-                    "{}",
+            let reply = match line.trim() {
+                "measure" => {
+                    let snapshot = SERVER_STATS
+                        .get()
+                        .map(ServerStats::snapshot)
+                        .unwrap_or_default();
+                    let malloc = malloc_counters();
                     json!({
                         "heap": counting::live(),
-                        "rss": rss,
+                        "rss": rss_bytes(),
+                        "pss": pss_bytes(),
+                        "malloc_arena": malloc.arena + malloc.mmap,
+                        "malloc_free": malloc.free,
+                        "malloc_top_free": malloc.top_free,
                         "parked": snapshot.parked,
                         "active": snapshot.active,
                     })
-                );
-                let _ = std::io::stdout().flush();
-            }
+                }
+                "trim" => json!({ "rss": trimmed_rss_bytes() }),
+                "profile" => {
+                    print_malloc_stats();
+                    json!(counting::classes()
+                        .into_iter()
+                        .map(|(size, count, bytes)| json!([size, count, bytes]))
+                        .collect::<Vec<_>>())
+                }
+                _ => continue,
+            };
+            println!("{reply}");
+            let _ = std::io::stdout().flush();
         }
         std::process::exit(0);
     });
@@ -251,38 +324,46 @@ async fn hold_bare(stream: TcpStream) {
 // ---------------------------------------------------------------------------------------------
 // hold (child)
 
-/// The source address of the `i`th held connection: 10,000 per address from 127.0.0.2, well
-/// inside the ephemeral port range of each.
-fn source_of(i: usize) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + (i / 10_000) as u8))
+/// The source address of the `i`th held connection: 5,000 per address, 127.K.x.y from
+/// 127.K.0.2, well inside the ephemeral port range of each.
+fn source_of(octet: u8, i: usize) -> IpAddr {
+    let a = i / 5_000;
+    IpAddr::V4(Ipv4Addr::new(
+        127,
+        octet,
+        (a / 250) as u8,
+        2 + (a % 250) as u8,
+    ))
 }
 
-fn hold_child(addr: SocketAddr, connections: usize) {
+fn hold_child(addr: SocketAddr, connections: usize, pattern: Pattern, octet: u8) {
     raise_nofile();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
     let (held, failed) = rt.block_on(async move {
-        let limit = Arc::new(tokio::sync::Semaphore::new(256));
-        let mut tasks = Vec::with_capacity(connections);
-        for i in 0..connections {
-            let permit = limit.clone().acquire_owned().await.expect("semaphore");
-            tasks.push(tokio::spawn(async move {
-                let result = tokio::time::timeout(Duration::from_secs(30), open_one(addr, i)).await;
-                drop(permit);
-                result.ok().and_then(Result::ok)
-            }));
-        }
-        let mut held = Vec::with_capacity(connections);
-        let mut failed = 0usize;
-        for task in tasks {
-            match task.await.ok().flatten() {
-                Some(stream) => held.push(stream),
-                None => failed += 1,
+        match pattern {
+            Pattern::Burst => burst(addr, connections, octet).await,
+            Pattern::Trickle => {
+                let mut held = Vec::with_capacity(connections);
+                let mut failed = 0usize;
+                for i in 0..connections {
+                    let source = source_of(octet, i);
+                    let one = async {
+                        let mut stream = connect_from(source, addr).await?;
+                        send_get(&mut stream).await?;
+                        read_answer(&mut stream).await?;
+                        Ok::<_, std::io::Error>(stream)
+                    };
+                    match tokio::time::timeout(Duration::from_secs(30), one).await {
+                        Ok(Ok(stream)) => held.push(stream),
+                        _ => failed += 1,
+                    }
+                }
+                (held, failed)
             }
         }
-        (held, failed)
     });
     println!("held {} failed {failed}", held.len());
     let _ = std::io::stdout().flush();
@@ -293,14 +374,70 @@ fn hold_child(addr: SocketAddr, connections: usize) {
     drop(held);
 }
 
-/// One connection: connect from its source address, one GET, read the whole answer.
-async fn open_one(addr: SocketAddr, i: usize) -> std::io::Result<TcpStream> {
+/// All `connections` connected first (256 connects in flight), then a request written on
+/// every one in one pass, then every answer read.
+async fn burst(addr: SocketAddr, connections: usize, octet: u8) -> (Vec<TcpStream>, usize) {
+    let limit = Arc::new(tokio::sync::Semaphore::new(256));
+    let mut tasks = Vec::with_capacity(connections);
+    for i in 0..connections {
+        let permit = limit.clone().acquire_owned().await.expect("semaphore");
+        let source = source_of(octet, i);
+        tasks.push(tokio::spawn(async move {
+            let result = tokio::time::timeout(Duration::from_secs(30), connect_from(source, addr));
+            let result = result.await;
+            drop(permit);
+            result.ok().and_then(Result::ok)
+        }));
+    }
+    let mut connected = Vec::with_capacity(connections);
+    let mut failed = 0usize;
+    for task in tasks {
+        match task.await.ok().flatten() {
+            Some(stream) => connected.push(stream),
+            None => failed += 1,
+        }
+    }
+    // The burst: every request written before any answer is read.
+    let mut sent = Vec::with_capacity(connected.len());
+    for mut stream in connected {
+        match send_get(&mut stream).await {
+            Ok(()) => sent.push(stream),
+            Err(_) => failed += 1,
+        }
+    }
+    let readers: Vec<_> = sent
+        .into_iter()
+        .map(|mut stream| {
+            tokio::spawn(async move {
+                let read = tokio::time::timeout(Duration::from_secs(30), read_answer(&mut stream));
+                matches!(read.await, Ok(Ok(()))).then_some(stream)
+            })
+        })
+        .collect();
+    let mut held = Vec::with_capacity(readers.len());
+    for reader in readers {
+        match reader.await.ok().flatten() {
+            Some(stream) => held.push(stream),
+            None => failed += 1,
+        }
+    }
+    (held, failed)
+}
+
+async fn connect_from(source: IpAddr, addr: SocketAddr) -> std::io::Result<TcpStream> {
     let socket = TcpSocket::new_v4()?;
-    socket.bind(SocketAddr::new(source_of(i), 0))?;
-    let mut stream = socket.connect(addr).await?;
+    socket.bind(SocketAddr::new(source, 0))?;
+    socket.connect(addr).await
+}
+
+async fn send_get(stream: &mut TcpStream) -> std::io::Result<()> {
     stream
         .write_all(b"GET / HTTP/1.1\r\nhost: idle\r\n\r\n")
-        .await?;
+        .await
+}
+
+/// Reads one `hello, world!` answer whole.
+async fn read_answer(stream: &mut TcpStream) -> std::io::Result<()> {
     let mut got = Vec::with_capacity(512);
     let mut buf = [0u8; 512];
     loop {
@@ -310,7 +447,7 @@ async fn open_one(addr: SocketAddr, i: usize) -> std::io::Result<TcpStream> {
         }
         got.extend_from_slice(&buf[..n]);
         if got.ends_with(b"hello, world!") {
-            return Ok(stream);
+            return Ok(());
         }
     }
 }
@@ -354,8 +491,9 @@ impl ChildServer {
         }
     }
 
-    fn measure(&mut self) -> Value {
-        writeln!(self.control, "measure").expect("ask the server");
+    /// Sends `command` (`measure`, `trim` or `profile`) and returns the server's JSON answer.
+    fn ask(&mut self, command: &str) -> Value {
+        writeln!(self.control, "{command}").expect("ask the server");
         let mut line = String::new();
         self.replies
             .read_line(&mut line)
@@ -397,23 +535,41 @@ fn run(args: RunArgs) {
             }
         })
         .collect();
+    assert!(!args.after.is_empty(), "--after needs at least one time");
     let load_rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
     let mut summary = Vec::new();
+    let mut run_index = 0usize;
     for &n in &counts {
-        for &kind in &args.servers {
-            let result = measure_one(kind, n, &args, &load_rt);
-            println!("{result}");
-            summary.push(result);
+        for &pattern in &args.patterns {
+            for &kind in &args.servers {
+                // A fresh 127.K.0.0/16 of source addresses per run (K = 10..=249).
+                let octet = 10 + (run_index % 240) as u8;
+                run_index += 1;
+                let result = measure_one(kind, n, pattern, octet, &args, &load_rt);
+                println!("{result}");
+                summary.push(result);
+            }
         }
     }
-    print_summary(&summary);
+    print_summary(&summary, &args.after);
 }
 
-fn measure_one(kind: Kind, n: usize, args: &RunArgs, load_rt: &tokio::runtime::Runtime) -> Value {
-    eprintln!("== {} with {n} idle connections", kind.name());
+fn measure_one(
+    kind: Kind,
+    n: usize,
+    pattern: Pattern,
+    octet: u8,
+    args: &RunArgs,
+    load_rt: &tokio::runtime::Runtime,
+) -> Value {
+    eprintln!(
+        "== {} with {n} idle connections ({})",
+        kind.name(),
+        pattern.name()
+    );
     let mut server = ChildServer::start(kind, args.spawned);
     let load_secs = Duration::from_secs_f64(args.load_secs);
     let addr = server.addr;
@@ -435,13 +591,17 @@ fn measure_one(kind: Kind, n: usize, args: &RunArgs, load_rt: &tokio::runtime::R
     // Warm-up (allocator caches, lazily built state), then the "none held" load.
     let _ = load(load_rt, Duration::from_millis(500));
     let none = (!load_secs.is_zero()).then(|| median_load(load_rt));
-    server.wait_for_connections(0, Duration::from_secs(10));
-    let before = server.measure();
+    let open_before = server.wait_for_connections(0, Duration::from_secs(10));
+    let before = server.ask("measure");
+    let (_, sock_mem_before) = tcp_sockstat();
 
     let exe = std::env::current_exe().expect("current_exe");
+    let started = Instant::now();
     let mut holder = Command::new(exe)
         .args(["hold", "--addr", &server.addr.to_string()])
         .args(["--connections", &n.to_string()])
+        .args(["--pattern", pattern.name()])
+        .args(["--source-octet", &octet.to_string()])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -451,39 +611,65 @@ fn measure_one(kind: Kind, n: usize, args: &RunArgs, load_rt: &tokio::runtime::R
     BufReader::new(holder.stdout.take().expect("stdout"))
         .read_line(&mut line)
         .expect("the holder's report");
-    let held: usize = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|h| h.parse().ok())
-        .unwrap_or(0);
+    // The holder reports once every answer is read: the last request was just served.
+    let last_answer = Instant::now();
+    let open_ms = (last_answer - started).as_millis() as u64;
+    let field = |i: usize| -> usize {
+        line.split_whitespace()
+            .nth(i)
+            .and_then(|h| h.parse().ok())
+            .unwrap_or(0)
+    };
+    let (held, failed) = (field(1), field(3));
     let holder = ChildGuard(holder);
     let open = server.wait_for_connections(held, Duration::from_secs(10));
-    // Settle: the crate's server parks connections idle for 100 ms; give every server the same.
-    let settle_until = Instant::now() + Duration::from_secs(10);
-    loop {
-        std::thread::sleep(Duration::from_millis(300));
-        let parked = server.measure()["parked"].as_u64().unwrap_or(0) as usize;
-        if kind != Kind::Keepalive || parked >= held || Instant::now() > settle_until {
-            break;
-        }
+
+    let per = |after: &Value, field: &str| {
+        let b = before[field].as_f64().unwrap_or(0.0);
+        let a = after[field].as_f64().unwrap_or(0.0);
+        ((a - b) / held.max(1) as f64).round()
+    };
+    let mut points = Vec::new();
+    for &wait in &args.after {
+        std::thread::sleep((last_answer + wait).saturating_duration_since(Instant::now()));
+        let after = server.ask("measure");
+        let (_, sock_mem) = tcp_sockstat();
+        points.push(json!({
+            "after_s": wait.as_secs_f64(),
+            "rss_per_connection": per(&after, "rss"),
+            "pss_per_connection": per(&after, "pss"),
+            "heap_per_connection": per(&after, "heap"),
+            "malloc_arena_per_connection": per(&after, "malloc_arena"),
+            "malloc_free_per_connection": per(&after, "malloc_free"),
+            "kernel_tcp_mem_per_connection":
+                ((sock_mem as f64 - sock_mem_before as f64) / held.max(1) as f64).round(),
+            "rss": after["rss"],
+            "parked": after["parked"],
+            "active": after["active"],
+        }));
     }
-    let after = server.measure();
+    let trimmed = server.ask("trim");
+    let profile = args.heap_profile.then(|| server.ask("profile"));
     let with_held = (!load_secs.is_zero()).then(|| median_load(load_rt));
     drop(holder);
 
-    let per = |field: &str| {
-        let b = before[field].as_f64().unwrap_or(0.0);
-        let a = after[field].as_f64().unwrap_or(0.0);
-        (a - b) / held.max(1) as f64
-    };
+    let first = &points[0];
     json!({
         "server": kind.name(),
+        "pattern": pattern.name(),
         "connections": n,
         "held": held,
+        "failed": failed,
+        "server_open_before": open_before,
         "server_open": open,
-        "parked": after["parked"],
-        "rss_per_connection": per("rss").round(),
-        "heap_per_connection": per("heap").round(),
+        "open_ms": open_ms,
+        "parked": first["parked"],
+        "rss_before": before["rss"],
+        "rss_per_connection": first["rss_per_connection"],
+        "heap_per_connection": first["heap_per_connection"],
+        "after": points,
+        "rss_after_malloc_trim_per_connection": per(&trimmed, "rss"),
+        "heap_profile": profile,
         "load_none": none,
         "load_held": with_held,
     })
@@ -497,6 +683,7 @@ async fn keep_alive_load(addr: SocketAddr, connections: usize, secs: Duration) -
         tasks.push(tokio::spawn(async move {
             let mut histogram = Histogram::<u64>::new(3).expect("histogram");
             let mut errors = 0u64;
+            let mut conn_tasks = Vec::new();
             // A connection the server ends (`Connection: close`, its request limit) is replaced.
             'connections: while tokio::time::Instant::now() < deadline && errors < 100 {
                 let Ok(stream) = TcpStream::connect(addr).await else {
@@ -510,7 +697,7 @@ async fn keep_alive_load(addr: SocketAddr, connections: usize, secs: Duration) -
                     errors += 1;
                     continue;
                 };
-                tokio::spawn(conn);
+                conn_tasks.push(tokio::spawn(conn));
                 while tokio::time::Instant::now() < deadline {
                     let request = Request::get("/")
                         .header(http::header::HOST, "load")
@@ -535,6 +722,12 @@ async fn keep_alive_load(addr: SocketAddr, connections: usize, secs: Duration) -
                     }
                 }
             }
+            // Close them before returning: this runtime does not run the connection tasks
+            // between loads, so a connection left to them stays open (and would be counted
+            // in the next baseline). Their senders are gone; hyper ends each once idle.
+            for connection in conn_tasks {
+                let _ = tokio::time::timeout(Duration::from_secs(5), connection).await;
+            }
             (histogram, errors)
         }));
     }
@@ -554,19 +747,42 @@ async fn keep_alive_load(addr: SocketAddr, connections: usize, secs: Duration) -
     })
 }
 
-fn print_summary(results: &[Value]) {
+fn print_summary(results: &[Value], after: &[Duration]) {
     eprintln!();
-    eprintln!(
-        "{:<10} {:>6} {:>6} {:>10} {:>8} {:>10} {:>10} {:>10}",
-        "server", "conns", "held", "rss/conn", "x bare", "heap/conn", "rps held", "p99 held"
+    let mut head = format!(
+        "{:<10} {:<8} {:>6} {:>6}",
+        "server", "pattern", "conns", "held"
     );
+    for wait in after {
+        let s = format!("{}s", wait.as_secs_f64());
+        head += &format!(" {:>12} {:>7}", format!("rss/conn@{s}"), "x bare");
+    }
+    head += &format!(
+        " {:>10} {:>11} {:>10} {:>9} {:>9}",
+        "heap/conn", "glibc free", "trimmed", "rps held", "p99 held"
+    );
+    eprintln!("{head}");
     for r in results {
-        let bare = results
-            .iter()
-            .find(|b| b["server"] == "bare" && b["connections"] == r["connections"])
-            .and_then(|b| b["rss_per_connection"].as_f64());
-        let rss = r["rss_per_connection"].as_f64().unwrap_or(0.0);
-        let ratio = bare.map_or("-".to_string(), |b| format!("{:.2}", rss / b.max(1.0)));
+        let bare = results.iter().find(|b| {
+            b["server"] == "bare"
+                && b["connections"] == r["connections"]
+                && b["pattern"] == r["pattern"]
+        });
+        let number = |v: &Value| v.as_f64().map_or("-".to_string(), |v| format!("{v:.0}"));
+        let mut row = format!(
+            "{:<10} {:<8} {:>6} {:>6}",
+            r["server"].as_str().unwrap_or(""),
+            r["pattern"].as_str().unwrap_or(""),
+            number(&r["connections"]),
+            number(&r["held"])
+        );
+        for (i, _) in after.iter().enumerate() {
+            let rss = r["after"][i]["rss_per_connection"].as_f64().unwrap_or(0.0);
+            let ratio = bare
+                .and_then(|b| b["after"][i]["rss_per_connection"].as_f64())
+                .map_or("-".to_string(), |b| format!("{:.2}", rss / b.max(1.0)));
+            row += &format!(" {rss:>12} {ratio:>7}");
+        }
         let ratio_of = |field: &str| {
             let none = r["load_none"][field].as_f64();
             let held = r["load_held"][field].as_f64();
@@ -575,17 +791,21 @@ fn print_summary(results: &[Value]) {
                 _ => "-".to_string(),
             }
         };
-        eprintln!(
-            "{:<10} {:>6} {:>6} {:>10} {:>8} {:>10} {:>10} {:>10}",
-            r["server"].as_str().unwrap_or(""),
-            r["connections"],
-            r["held"],
-            rss,
-            ratio,
-            r["heap_per_connection"],
+        row += &format!(
+            " {:>10} {:>11} {:>10} {:>9} {:>9}",
+            number(&r["heap_per_connection"]),
+            number(&r["after"][0]["malloc_free_per_connection"]),
+            number(&r["rss_after_malloc_trim_per_connection"]),
             ratio_of("rps"),
             ratio_of("p99_us"),
         );
+        eprintln!("{row}");
     }
-    eprintln!("(rps held and p99 held are ratios: with the idle connections held / with none)");
+    eprintln!(
+        "(rss/conn: VmRSS of the server, its own process, no trimming, (after - before) / held, \
+         bytes, that long after the last answer; heap/conn: live heap by the counting allocator, \
+         at the first time; glibc free: bytes glibc holds free (mallinfo2 fordblks), per \
+         connection; trimmed: VmRSS after malloc_trim(0), not what an operator sees; rps held \
+         and p99 held: ratios with the idle connections held / with none)"
+    );
 }

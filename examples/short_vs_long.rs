@@ -26,7 +26,7 @@ use http::{Request, Response, Uri};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::{Bytes, Incoming};
 use keepalive::client::{Client, ClientConfig, Connect};
-use keepalive::tcp_state::{self, Filter, StateCounts};
+use keepalive::tcp_state::{self, Filter, StateCounts, TcpState};
 use keepalive::{KeepAliveLayer, ServerConfig};
 use support::parse_duration;
 
@@ -90,6 +90,8 @@ struct ModeResult {
     connections_opened: u64,
     server: StateDelta,
     client: StateDelta,
+    /// How long the socket states took to settle after the run.
+    settle: Settle,
     tls: bool,
 }
 
@@ -268,6 +270,69 @@ fn kernel_sides(target: &Uri) -> Option<(StateCounts, StateCounts)> {
     Some((server, client))
 }
 
+/// The longest wait for the sockets to settle after a run.
+const SETTLE_DEADLINE: Duration = Duration::from_secs(5);
+
+/// How the socket states settled after a run.
+#[derive(Clone, Copy)]
+struct Settle {
+    /// From the pool's close to the read that counted.
+    took: Duration,
+    /// False when [`SETTLE_DEADLINE`] passed first (the counts are then the last read's).
+    settled: bool,
+}
+
+/// Sockets in a state that moves on by itself within milliseconds on loopback: the peer's FIN
+/// not handled yet (`CLOSE_WAIT`, then `LAST_ACK`) or this end's FIN not answered yet.
+fn transient(counts: &StateCounts) -> usize {
+    [
+        TcpState::CloseWait,
+        TcpState::LastAck,
+        TcpState::FinWait1,
+        TcpState::FinWait2,
+        TcpState::Closing,
+    ]
+    .iter()
+    .map(|&state| counts.get(state))
+    .sum()
+}
+
+/// Reads both sides' socket states every 10 ms until they have settled: the clients' ends hold
+/// no more `ESTABLISHED` sockets than before the run, neither side holds more transient ones
+/// ([`transient`]) than before, and two consecutive reads agree. Gives up after
+/// [`SETTLE_DEADLINE`] and returns the last read.
+///
+/// The built-in server shares this process, so right after the pool closes it may not have
+/// handled the clients' FINs yet: counting then would show those sockets in `CLOSE_WAIT`.
+async fn settle(
+    target: &Uri,
+    before: Option<&(StateCounts, StateCounts)>,
+) -> (Option<(StateCounts, StateCounts)>, Settle) {
+    let started = Instant::now();
+    let quiet = |sides: &(StateCounts, StateCounts)| {
+        let (server, client) = sides;
+        let (was_server, was_client) = before.map_or((0, 0), |(s, c)| (transient(s), transient(c)));
+        client.established() <= before.map_or(0, |b| b.1.established())
+            && transient(server) <= was_server
+            && transient(client) <= was_client
+    };
+    let mut last = kernel_sides(target);
+    loop {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let now = kernel_sides(target);
+        let settled = match (&last, &now) {
+            (Some(last), Some(now)) => last == now && quiet(now),
+            // No socket table (not Linux): nothing to wait for.
+            _ => true,
+        };
+        if settled || started.elapsed() >= SETTLE_DEADLINE {
+            let took = started.elapsed();
+            return (now, Settle { took, settled });
+        }
+        last = now;
+    }
+}
+
 async fn run_mode<C: Connect>(
     client: Client<C>,
     mode: &'static str,
@@ -331,19 +396,9 @@ async fn run_mode<C: Connect>(
     let elapsed = started.elapsed();
     progress.abort();
     let connections_opened = client.stats().snapshot().opened;
-    // Close the pool (the client's FIN first), then let the kernel settle.
+    // Close the pool (the client's FIN first), then count once both sides have settled.
     drop(client);
-    let settle = Instant::now();
-    let after = loop {
-        let after = kernel_sides(target);
-        let settled = after.as_ref().is_none_or(|(_, client)| {
-            client.established() <= before.as_ref().map_or(0, |b| b.1.established())
-        });
-        if settled || settle.elapsed() > Duration::from_secs(1) {
-            break after;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let (after, settle) = settle(target, before.as_ref()).await;
     let delta = |b: Option<&StateCounts>, a: Option<&StateCounts>| match (b, a) {
         (Some(b), Some(a)) => StateDelta {
             time_wait: a.time_wait().saturating_sub(b.time_wait()),
@@ -360,6 +415,7 @@ async fn run_mode<C: Connect>(
         connections_opened,
         server: delta(before.as_ref().map(|b| &b.0), after.as_ref().map(|a| &a.0)),
         client: delta(before.as_ref().map(|b| &b.1), after.as_ref().map(|a| &a.1)),
+        settle,
         tls: target.scheme_str() == Some("https"),
     })
 }
@@ -440,7 +496,7 @@ fn table(results: &[ModeResult]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "\n{:<6} {:>9} {:>6} {:>10} {:>9} {:>9} {:>9} {:>7} {:>8} {:>8} {:>8} {:>8}",
+        "\n{:<6} {:>9} {:>6} {:>10} {:>9} {:>9} {:>9} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8}",
         "mode",
         "requests",
         "errors",
@@ -452,13 +508,14 @@ fn table(results: &[ModeResult]) -> String {
         "TW srv",
         "TW cli",
         "CW srv",
-        "CW cli"
+        "CW cli",
+        "settle"
     );
     for r in results {
         let us = |q: f64| format!("{}us", r.latency.value_at_quantile(q));
         let _ = writeln!(
             out,
-            "{:<6} {:>9} {:>6} {:>10.0} {:>9} {:>9} {:>9} {:>7} {:>8} {:>8} {:>8} {:>8}",
+            "{:<6} {:>9} {:>6} {:>10.0} {:>9} {:>9} {:>9} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8}",
             r.mode,
             r.requests,
             r.errors,
@@ -470,7 +527,8 @@ fn table(results: &[ModeResult]) -> String {
             r.server.time_wait,
             r.client.time_wait,
             r.server.close_wait,
-            r.client.close_wait
+            r.client.close_wait,
+            settle_text(&r.settle)
         );
     }
     if let [short, long] = results {
@@ -482,7 +540,18 @@ fn table(results: &[ModeResult]) -> String {
         out,
         "TW/CW = TIME_WAIT/CLOSE_WAIT sockets per side after the run (server side: local port = the server's)"
     );
+    let _ = writeln!(
+        out,
+        "counted once settled: both sides' states unchanged between two reads 10 ms apart, no ESTABLISHED client socket and no CLOSE_WAIT/FIN_WAIT/LAST_ACK/CLOSING left beyond those before the run (at most {} s); settle = the time that took after the pool closed (\"!\" = not settled by then, last read shown)",
+        SETTLE_DEADLINE.as_secs()
+    );
     out
+}
+
+/// `12ms`, or `5000ms!` when the states had not settled by the deadline.
+fn settle_text(settle: &Settle) -> String {
+    let mark = if settle.settled { "" } else { "!" };
+    format!("{}ms{mark}", settle.took.as_millis())
 }
 
 fn json_line(r: &ModeResult, server: &str) -> String {
@@ -503,89 +572,139 @@ fn json_line(r: &ModeResult, server: &str) -> String {
         "close_wait_client": r.client.close_wait,
         "elapsed_s": r.elapsed.as_secs_f64(),
         "tls": r.tls,
+        "settle_ms": (r.settle.took.as_secs_f64() * 1e4).round() / 10.0,
+        "settled": r.settle.settled,
     })
     .to_string()
 }
 
-/// The latency distributions (percentile against latency, log scale) of the modes side by
-/// side, as a small hand-written SVG.
+/// The latency distributions of the modes as a percentile plot in the HdrHistogram style (a
+/// small hand-written SVG): percentile on x on a log(1/(1-p)) scale from 0 to 99.99 %, so
+/// that 90, 99, 99.9 and 99.99 % are evenly spaced and the tails get room; latency on y
+/// (log scale); the legend above the plot area, clear of the curves.
 fn svg_plot(results: &[ModeResult]) -> String {
-    const W: f64 = 720.0;
-    const H: f64 = 400.0;
-    const PAD: f64 = 60.0;
+    const W: f64 = 760.0;
+    const H: f64 = 480.0;
+    const LEFT: f64 = 80.0;
+    const RIGHT: f64 = 30.0;
+    const BOTTOM: f64 = 60.0;
+    const COLORS: [&str; 2] = ["#d62728", "#1f77b4"];
+    // The plot area starts below the title and one legend line per mode.
+    let top = 44.0 + 18.0 * results.len() as f64 + 12.0;
+    // x: t = log10(1/(1-p)), 0 (p = 0) to 4 (p = 99.99 %).
+    const T_MAX: f64 = 4.0;
+    let x = |t: f64| LEFT + t / T_MAX * (W - LEFT - RIGHT);
+    let quantile = |t: f64| 1.0 - 10f64.powf(-t);
     let max_us = results
         .iter()
-        .map(|r| r.latency.max())
+        .map(|r| r.latency.value_at_quantile(quantile(T_MAX)))
         .max()
-        .unwrap_or(1)
-        .max(10) as f64;
+        .unwrap_or(10)
+        .max(2) as f64;
     let min_us = results
         .iter()
         .map(|r| r.latency.min().max(1))
         .min()
         .unwrap_or(1) as f64;
-    let (lo, hi) = (
-        min_us.log10().floor(),
-        max_us.log10().ceil().max(min_us.log10().floor() + 1.0),
-    );
-    let x = |us: f64| PAD + (us.max(1.0).log10() - lo) / (hi - lo) * (W - 2.0 * PAD);
-    let y = |q: f64| H - PAD - q * (H - 2.0 * PAD);
+    let lo = min_us.log10().floor();
+    // The top: the first 1, 2 or 5 of a decade at or above the largest latency drawn.
+    let top_decade = 10f64.powf(max_us.log10().floor());
+    let top_us = [1.0, 2.0, 5.0, 10.0]
+        .iter()
+        .map(|step| step * top_decade)
+        .find(|&us| us >= max_us)
+        .unwrap_or(10.0 * top_decade);
+    let hi = top_us.log10().max(lo + 1.0);
+    let y = |us: f64| H - BOTTOM - (us.max(1.0).log10() - lo) / (hi - lo) * (H - BOTTOM - top);
     let mut svg = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" font-family=\"sans-serif\" font-size=\"12\">\n\
          <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
-         <text x=\"{}\" y=\"20\" text-anchor=\"middle\">latency distribution (cumulative), short vs long</text>\n",
+         <text x=\"{}\" y=\"22\" text-anchor=\"middle\" font-size=\"14\">latency by percentile, short vs long</text>\n",
         W / 2.0
     );
-    let _ = writeln!(
-        svg,
-        "<line x1=\"{PAD}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/><line x1=\"{PAD}\" y1=\"{PAD}\" x2=\"{PAD}\" y2=\"{}\" stroke=\"black\"/>",
-        H - PAD,
-        W - PAD,
-        H - PAD,
-        H - PAD
-    );
+    // Horizontal grid and latency labels at 1, 2 and 5 of each decade.
     let mut decade = lo;
-    while decade <= hi {
-        let us = 10f64.powf(decade);
-        let label = if us >= 1000.0 {
-            format!("{} ms", us / 1000.0)
-        } else {
-            format!("{us} us")
-        };
-        let _ = writeln!(
-            svg,
-            "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{label}</text>",
-            x(us),
-            H - PAD + 18.0
-        );
+    while decade < hi + 0.5 {
+        for step in [1.0, 2.0, 5.0] {
+            let us = step * 10f64.powf(decade);
+            if us.log10() > hi + 1e-9 {
+                break;
+            }
+            let label = if us >= 1000.0 {
+                format!("{} ms", us / 1000.0)
+            } else {
+                format!("{us} us")
+            };
+            let (stroke, weight) = if step == 1.0 {
+                ("#bbbbbb", "1")
+            } else {
+                ("#e4e4e4", "1")
+            };
+            let _ = writeln!(
+                svg,
+                "<line x1=\"{LEFT}\" y1=\"{y:.1}\" x2=\"{}\" y2=\"{y:.1}\" stroke=\"{stroke}\" stroke-width=\"{weight}\"/>\n\
+                 <text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{label}</text>",
+                W - RIGHT,
+                LEFT - 6.0,
+                y(us) + 4.0,
+                y = y(us),
+            );
+        }
         decade += 1.0;
     }
-    for q in [0.0, 0.5, 0.9, 0.99, 1.0] {
+    // Vertical grid and percentile labels at 0, 90, 99, 99.9 and 99.99 %.
+    for (t, label) in [
+        (0.0, "0%"),
+        (1.0, "90%"),
+        (2.0, "99%"),
+        (3.0, "99.9%"),
+        (4.0, "99.99%"),
+    ] {
         let _ = writeln!(
             svg,
-            "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}%</text>",
-            PAD - 6.0,
-            y(q) + 4.0,
-            q * 100.0
+            "<line x1=\"{x:.1}\" y1=\"{top}\" x2=\"{x:.1}\" y2=\"{}\" stroke=\"#bbbbbb\"/>\n\
+             <text x=\"{x:.1}\" y=\"{}\" text-anchor=\"middle\">{label}</text>",
+            H - BOTTOM,
+            H - BOTTOM + 18.0,
+            x = x(t),
         );
     }
+    let _ = writeln!(
+        svg,
+        "<rect x=\"{LEFT}\" y=\"{top}\" width=\"{}\" height=\"{}\" fill=\"none\" stroke=\"black\"/>\n\
+         <text x=\"{}\" y=\"{}\" text-anchor=\"middle\">percentile (log scale of 1/(1-p))</text>\n\
+         <text transform=\"translate(16 {:.1}) rotate(-90)\" text-anchor=\"middle\">latency (log scale)</text>",
+        W - LEFT - RIGHT,
+        H - BOTTOM - top,
+        (LEFT + W - RIGHT) / 2.0,
+        H - BOTTOM + 40.0,
+        (top + H - BOTTOM) / 2.0,
+    );
     for (i, r) in results.iter().enumerate() {
-        let color = ["#d62728", "#1f77b4"][i % 2];
+        let color = COLORS[i % COLORS.len()];
         let mut points = String::new();
-        for step in 0..=200 {
-            let q = f64::from(step) / 200.0;
-            let us = r.latency.value_at_quantile(q.min(0.9999)) as f64;
-            let _ = write!(points, "{:.1},{:.1} ", x(us), y(q));
+        for step in 0..=400 {
+            let t = f64::from(step) / 100.0;
+            let us = r.latency.value_at_quantile(quantile(t)) as f64;
+            let _ = write!(points, "{:.1},{:.1} ", x(t), y(us));
         }
+        let legend_y = 44.0 + 18.0 * i as f64;
         let _ = writeln!(
             svg,
             "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{points}\"/>\n\
-             <text x=\"{}\" y=\"{}\" fill=\"{color}\">{} (p50 {} us, {:.0} req/s)</text>",
-            PAD + 10.0,
-            PAD + 16.0 * (i as f64 + 1.0),
+             <line x1=\"{LEFT}\" y1=\"{:.1}\" x2=\"{}\" y2=\"{:.1}\" stroke=\"{color}\" stroke-width=\"2\"/>\n\
+             <text x=\"{}\" y=\"{legend_y}\" fill=\"{color}\">{}: p50 {} us, p99 {} us, p99.9 {} us, max {} us; {:.0} req/s, {} requests</text>",
+            legend_y - 4.0,
+            LEFT + 24.0,
+            legend_y - 4.0,
+            LEFT + 30.0,
             r.mode,
             r.latency.value_at_quantile(0.5),
-            rps(r)
+            r.latency.value_at_quantile(0.99),
+            r.latency.value_at_quantile(0.999),
+            r.latency.max(),
+            rps(r),
+            r.latency.len(),
         );
     }
     svg.push_str("</svg>\n");

@@ -71,9 +71,15 @@ fn short_vs_long_json_has_the_contract_fields() {
             "close_wait",
             "close_wait_server",
             "close_wait_client",
+            "settle_ms",
         ] {
             assert!(line[field].is_number(), "{field} missing in {line}");
         }
+        // The states are counted once settled, so no FIN the server has yet to handle shows
+        // as a leak.
+        assert_eq!(line["settled"], true, "{line}");
+        assert_eq!(line["close_wait_server"], 0, "{line}");
+        assert_eq!(line["close_wait_client"], 0, "{line}");
     }
     assert_eq!(
         lines[0]["connections_opened"], 40,
@@ -85,6 +91,51 @@ fn short_vs_long_json_has_the_contract_fields() {
         stderr.contains("tcp_tw_reuse"),
         "the header names the kernel settings"
     );
+}
+
+/// The table keeps its columns and legend, and says the states were counted once settled.
+#[test]
+fn short_vs_long_table_says_when_the_states_were_counted() {
+    let output = Command::new(example("short_vs_long"))
+        .args([
+            "--requests",
+            "40",
+            "--concurrency",
+            "2",
+            "--duration",
+            "20s",
+        ])
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    let head = stdout
+        .lines()
+        .find(|l| l.starts_with("mode "))
+        .unwrap_or_else(|| panic!("no table head in {stdout}"));
+    let columns: Vec<&str> = head.split_whitespace().collect();
+    let expected = [
+        "mode", "requests", "errors", "req/s", "p50", "p99", "p99.9", "conns", "TW", "srv", "TW",
+        "cli", "CW", "srv", "CW", "cli", "settle",
+    ];
+    assert_eq!(columns, expected, "{stdout}");
+    for mode in ["short", "long"] {
+        let row = stdout
+            .lines()
+            .find(|l| {
+                let mut words = l.split_whitespace();
+                words.next() == Some(mode) && words.next().is_some_and(|n| n.parse::<u64>().is_ok())
+            })
+            .unwrap_or_else(|| panic!("no {mode} row in {stdout}"));
+        let settle = row.split_whitespace().last().unwrap();
+        assert!(
+            settle.ends_with("ms") && settle.trim_end_matches("ms").parse::<u64>().is_ok(),
+            "{mode}: settled, with the time it took: {row}"
+        );
+    }
+    assert!(stdout.contains("TW/CW = TIME_WAIT/CLOSE_WAIT sockets per side after the run"));
+    assert!(stdout.contains("counted once settled"), "{stdout}");
 }
 
 /// `--tls` (feature `rustls`): both modes over TLS, no errors, the JSON says so.
