@@ -160,23 +160,21 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let mut response = ready!(this.inner.poll(cx))?;
-        if let Some(facts) = this.facts.take() {
-            let length_known = response.body().size_hint().exact().is_some();
-            let budget = Budget {
-                requests_left: None,
-                age_left: None,
-                draining: false,
-            };
-            let verdict: Verdict = this.policy.decide(
-                &facts,
-                response.status(),
-                response.headers(),
-                length_known,
-                budget,
-            );
-            verdict.apply(facts.version, response.headers_mut());
-        }
-        Poll::Ready(Ok(response))
+        let response = ready!(this.inner.poll(cx))?;
+        let Some(facts) = this.facts.take() else {
+            return Poll::Ready(Ok(response));
+        };
+        let (mut head, body) = response.into_parts();
+        let length_known = body.size_hint().exact().is_some();
+        let budget = Budget {
+            requests_left: None,
+            age_left: None,
+            draining: false,
+        };
+        let verdict: Verdict =
+            this.policy
+                .decide(&facts, head.status, &head.headers, length_known, budget);
+        verdict.apply(facts.version, &mut head);
+        Poll::Ready(Ok(Response::from_parts(head, body)))
     }
 }

@@ -162,8 +162,14 @@ impl Policy {
 }
 
 impl Verdict {
-    /// Writes the verdict into the response headers.
-    pub(crate) fn apply(&self, version: Version, headers: &mut HeaderMap) {
+    /// Writes the verdict into the head of the response to a request of `version`.
+    ///
+    /// A close to an HTTP/1.0 request also marks the response HTTP/1.0 (hyper sends it as
+    /// such anyway): hyper adds `Connection: keep-alive` to an HTTP/1.1 response to an
+    /// HTTP/1.0 keep-alive request unless the response already says keep-alive, so it would
+    /// send `close` and `keep-alive` together and keep the connection.
+    pub(crate) fn apply(&self, version: Version, head: &mut http::response::Parts) {
+        let headers = &mut head.headers;
         match self {
             Verdict::PassThrough { .. } => {}
             Verdict::KeepAlive(params) => {
@@ -177,6 +183,9 @@ impl Verdict {
             Verdict::Close { .. } => {
                 headers.remove(KEEP_ALIVE);
                 headers.insert(CONNECTION, HeaderValue::from_static("close"));
+                if version == Version::HTTP_10 {
+                    head.version = Version::HTTP_10;
+                }
             }
         }
     }
@@ -273,14 +282,26 @@ mod tests {
                 until_close: true
             }
         );
-        let mut headers = HeaderMap::new();
+        let (mut head, ()) = http::Response::new(()).into_parts();
         Verdict::KeepAlive(KeepAliveParams {
             timeout: Some(Duration::from_secs(5)),
             max: Some(1),
         })
-        .apply(Version::HTTP_10, &mut headers);
-        assert_eq!(headers[CONNECTION], "keep-alive");
-        assert_eq!(headers[KEEP_ALIVE], "timeout=5, max=1");
+        .apply(Version::HTTP_10, &mut head);
+        assert_eq!(head.headers[CONNECTION], "keep-alive");
+        assert_eq!(head.headers[KEEP_ALIVE], "timeout=5, max=1");
+        Verdict::Close {
+            reason: CloseReason::MaxRequests,
+            until_close: false,
+        }
+        .apply(Version::HTTP_10, &mut head);
+        assert_eq!(head.headers[CONNECTION], "close");
+        assert!(!head.headers.contains_key(KEEP_ALIVE));
+        assert_eq!(
+            head.version,
+            Version::HTTP_10,
+            "so hyper adds no keep-alive"
+        );
     }
 
     #[test]

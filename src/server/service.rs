@@ -114,7 +114,7 @@ where
                     &parts.headers,
                     length_known,
                 );
-                verdict.apply(this.facts.version, &mut parts.headers);
+                verdict.apply(this.facts.version, &mut parts);
                 let body = TrackedBody {
                     inner: body,
                     guard: ResponseGuard(shared),
