@@ -53,7 +53,7 @@
 //! | `Keep-Alive: max=` | no | requests left on this connection |
 //! | idle timeout separate from the header timeout | no | yes |
 //! | max requests, max age per connection | no | yes |
-//! | client FIN noticed while a handler runs, also behind pipelined requests | hyper only when nothing is pipelined | yes |
+//! | client FIN noticed while a handler runs, also behind pipelined requests | hyper only when nothing is pipelined | yes (requests complete before it are answered) |
 //! | client-first close (TIME_WAIT on the client) | no | yes |
 //! | `SO_KEEPALIVE` time/interval/retries, `TCP_NODELAY` | no | yes ([`SocketOptions`]) |
 //! | graceful drain without losing requests on idle connections | no | yes |
@@ -87,11 +87,25 @@
 //!
 //! # A client's FIN while a handler runs
 //!
-//! A FIN from the client is taken as the client leaving, as hyper does with `half_close` off:
-//! the running handler is dropped, requests pipelined behind it are not served, and the socket
-//! is closed at once (no CLOSE_WAIT). A client that half-closes its sending side and still
-//! expects a response therefore gets none; such clients are rare, and serving them would mean
-//! running handlers for clients that are gone.
+//! The server sees the client's FIN at once, also behind pipelined requests. What the client
+//! gets depends on what it sent before it:
+//!
+//! - Nothing after the running request (one request, then the FIN: the usual client that gave
+//!   up): the client has left. The handler is dropped (counted in
+//!   [`StatsSnapshot::handlers_dropped`]) and the socket is closed at once, no CLOSE_WAIT. A
+//!   client that half-closes after a single request therefore gets no response unless the
+//!   handler answers before the FIN is seen (as with hyper).
+//! - More requests after the running one (pipelined, then the FIN): every request that was
+//!   complete before the FIN is answered, in order, and the connection closes after the last
+//!   ([`CloseReason::PeerFin`]); a request cut short by the FIN gets nothing. A client that
+//!   closed its socket rather than half-closing it answers the first response with a reset,
+//!   which ends the connection then.
+//!
+//! For comparison, plain hyper-util 0.1.21 (hyper 1.12, `half_close` off, the default) over
+//! loopback answers all but the last of the pipelined requests: it drops the handler of the
+//! last one when it reads the FIN with its buffer empty (recorded in `BENCHMARKS.md`).
+//!
+//! Under TLS only decrypted bytes count as requests after the running one.
 //!
 //! # Race windows
 //!

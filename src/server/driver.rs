@@ -62,7 +62,9 @@ impl ConnContext {
         let mut http1 = http1::Builder::new();
         http1
             .keep_alive(true)
-            // A FIN while a handler runs means the client left: drop the handler.
+            // hyper's own FIN check mid-request (it reads the FIN once its buffer is empty and
+            // ends the connection) is kept; `Shared::client_left` decides first, and the FIN is
+            // held back from hyper while a request complete before it runs.
             .half_close(false)
             // Our own header timeout counts from a head's first byte instead.
             .header_read_timeout(None);
