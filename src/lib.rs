@@ -49,7 +49,7 @@
 //! | what | `KeepAliveLayer` under `axum::serve` / hyper-util | [`serve`] |
 //! |---|---|---|
 //! | HTTP/1.0 `Connection: keep-alive` answered in kind | yes | yes |
-//! | `Keep-Alive: timeout=` | the value you configure (match your server's real timeout) | from the real idle timeout and age left |
+//! | `Keep-Alive: timeout=` | only the value you configure (none by default: `axum::serve` 0.8.9 enforces none) | from the real idle timeout and age left |
 //! | `Keep-Alive: max=` | no | requests left on this connection |
 //! | idle timeout separate from the header timeout | no | yes |
 //! | max requests, max age per connection | no | yes |

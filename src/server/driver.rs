@@ -69,7 +69,7 @@ impl ConnContext {
             // Our own header timeout counts from a head's first byte instead.
             .header_read_timeout(None);
         let policy = Policy {
-            idle_timeout: config.idle_timeout,
+            idle_timeout: Some(config.idle_timeout),
             advertise: config.advertise,
         };
         ConnContext {

@@ -95,7 +95,8 @@ pub(crate) enum Verdict {
 /// The configuration the decision needs.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Policy {
-    pub(crate) idle_timeout: Duration,
+    /// The idle timeout known to be enforced (`None`: none known, none advertised).
+    pub(crate) idle_timeout: Option<Duration>,
     pub(crate) advertise: bool,
 }
 
@@ -145,7 +146,7 @@ impl Policy {
             if age_left < ONE_SECOND {
                 return close(CloseReason::MaxAge);
             }
-            timeout = timeout.min(age_left);
+            timeout = timeout.map(|t| t.min(age_left));
         }
         if until_close {
             return close(CloseReason::BodyUntilClose);
@@ -155,7 +156,9 @@ impl Policy {
         }
         Verdict::KeepAlive(KeepAliveParams {
             // Never advertise `timeout=0`: clients read it as "do not reuse".
-            timeout: (timeout >= ONE_SECOND).then(|| Duration::from_secs(timeout.as_secs())),
+            timeout: timeout
+                .filter(|&t| t >= ONE_SECOND)
+                .map(|t| Duration::from_secs(t.as_secs())),
             max: budget.requests_left,
         })
     }
@@ -204,7 +207,7 @@ mod tests {
     }
 
     const POLICY: Policy = Policy {
-        idle_timeout: Duration::from_secs(60),
+        idle_timeout: Some(Duration::from_secs(60)),
         advertise: true,
     };
 
@@ -322,7 +325,7 @@ mod tests {
     #[test]
     fn sub_second_idle_timeout_is_not_advertised_as_zero() {
         let policy = Policy {
-            idle_timeout: Duration::from_millis(300),
+            idle_timeout: Some(Duration::from_millis(300)),
             advertise: true,
         };
         let v = policy.decide(
