@@ -111,8 +111,12 @@
 //!
 //! - A request the client sends just as the server closes an idle connection (idle timeout,
 //!   drain) is lost on the wire; clients avoid it by closing before the advertised
-//!   `Keep-Alive: timeout=` and by retrying idempotent requests. During a drain, idle
-//!   connections get a grace window before they are closed to narrow it.
+//!   `Keep-Alive: timeout=` and by retrying idempotent requests. The server narrows it: it
+//!   closes an idle connection [`ServerConfig::idle_grace`] (1 s) after the advertised
+//!   timeout, and when an idle deadline passes it looks once more, serving (with
+//!   `Connection: close`) a request whose bytes have arrived. During a drain, idle
+//!   connections get a grace window before they are closed. A request that arrives after the
+//!   server's FIN is still lost.
 //! - A partial request head already buffered when a response ends is timed by the idle timeout
 //!   until the connection would park ([`ServerConfig::park_after`]), then by the header timeout.
 //!

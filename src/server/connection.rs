@@ -80,6 +80,9 @@ pub(crate) struct State {
     /// hyper's read that found the end of the stream while such a request runs: woken when
     /// its response is done.
     eof_waker: Option<Waker>,
+    /// An idle deadline passed with a request already arriving: it is served, and its
+    /// response closes the connection for this reason.
+    last_call: Option<CloseReason>,
 }
 
 #[derive(Debug)]
@@ -141,6 +144,7 @@ impl Shared {
                 body: BodyProgress::default(),
                 after_fin: false,
                 eof_waker: None,
+                last_call: None,
             }),
             ctx,
             born,
@@ -170,7 +174,13 @@ impl Shared {
     /// The phase to enter when a connection becomes idle now.
     fn idle_phase(&self, state: &State, now: Instant) -> Phase {
         let config = &self.ctx.config;
-        let mut deadline = now + config.idle_timeout;
+        // The advertised timeout, then the grace (only advertised timeouts get one).
+        let grace = if config.idle_timeout >= Duration::from_secs(1) {
+            config.idle_grace
+        } else {
+            Duration::ZERO
+        };
+        let mut deadline = now + config.idle_timeout + grace;
         let mut reason = CloseReason::IdleTimeout;
         let age_deadline = self.born + config.max_age;
         if age_deadline < deadline {
@@ -250,7 +260,13 @@ impl Shared {
         };
         let mut facts = *facts;
         facts.ambiguous_framing |= facts.chunked && state.body.saw_content_length();
-        let verdict = policy.decide(&facts, status, headers, body_length_known, budget);
+        let verdict = match policy.decide(&facts, status, headers, body_length_known, budget) {
+            Verdict::KeepAlive(_) if state.last_call.is_some() => Verdict::Close {
+                reason: state.last_call.unwrap_or(CloseReason::IdleTimeout),
+                until_close: false,
+            },
+            verdict => verdict,
+        };
         match verdict {
             Verdict::PassThrough { upgrade: true } => {
                 state.closing = Some(CloseReason::Upgraded);
@@ -386,6 +402,36 @@ impl Shared {
             return true;
         }
         false
+    }
+
+    /// An idle deadline passed: whether bytes of a request wait in the socket or
+    /// were read ahead, so the request is served rather than reset. Looks once per connection.
+    pub(crate) fn request_waiting(&self) -> bool {
+        let state = self.lock();
+        if state.last_call.is_some() {
+            return false;
+        }
+        if state.read_ahead.buffered() > 0 || state.unread.is_some() {
+            return true;
+        }
+        let mut byte = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+        matches!(SockRef::from(&self.stream).peek(&mut byte), Ok(n) if n > 0)
+    }
+
+    /// A request is arriving although the idle deadline (`reason`) passed: it is served (its
+    /// head within the header timeout), and its response closes the connection.
+    pub(crate) fn last_call(&self, reason: CloseReason) {
+        let mut state = self.lock();
+        state.last_call = Some(reason);
+        if let Phase::Idle { .. } = state.phase {
+            let deadline = Instant::now() + self.ctx.config.header_timeout;
+            self.set_phase(&mut state, Phase::ReadingHead { deadline });
+        }
+    }
+
+    /// Whether hyper still holds bytes it could not write (its state must not be taken apart).
+    pub(crate) fn write_pending(&self) -> bool {
+        self.write_pending.load(Ordering::Relaxed)
     }
 
     /// What expired, if the phase's deadline has passed.
