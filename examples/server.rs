@@ -31,6 +31,10 @@ struct Args {
     /// Idle time allowed between requests.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     idle_timeout: Duration,
+    /// How long after the advertised idle timeout an idle connection is closed (default: the
+    /// crate's).
+    #[arg(long, value_parser = parse_duration)]
+    idle_grace: Option<Duration>,
     /// Time allowed for a request head, from its first byte.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     header_timeout: Duration,
@@ -101,6 +105,9 @@ async fn main() -> std::io::Result<()> {
         .shutdown_timeout(args.shutdown_timeout)
         .abortive_idle_close(args.abortive_idle_close)
         .park_after(args.park_after.0);
+    if let Some(grace) = args.idle_grace {
+        config = config.idle_grace(grace);
+    }
     if let Some(floor) = args.linger_floor {
         config = config.linger_floor(floor);
     }

@@ -49,11 +49,11 @@
 //! | what | `KeepAliveLayer` under `axum::serve` / hyper-util | [`serve`] |
 //! |---|---|---|
 //! | HTTP/1.0 `Connection: keep-alive` answered in kind | yes | yes |
-//! | `Keep-Alive: timeout=` | the value you configure (match your server's real timeout) | from the real idle timeout and age left |
+//! | `Keep-Alive: timeout=` | only the value you configure (none by default: `axum::serve` 0.8.9 enforces none) | from the real idle timeout and age left |
 //! | `Keep-Alive: max=` | no | requests left on this connection |
 //! | idle timeout separate from the header timeout | no | yes |
 //! | max requests, max age per connection | no | yes |
-//! | client FIN noticed while a handler runs, also behind pipelined requests | hyper only when nothing is pipelined | yes |
+//! | client FIN noticed while a handler runs, also behind pipelined requests | hyper only when nothing is pipelined | yes (requests complete before it are answered) |
 //! | client-first close (TIME_WAIT on the client) | no | yes |
 //! | `SO_KEEPALIVE` time/interval/retries, `TCP_NODELAY` | no | yes ([`SocketOptions`]) |
 //! | graceful drain without losing requests on idle connections | no | yes |
@@ -87,18 +87,36 @@
 //!
 //! # A client's FIN while a handler runs
 //!
-//! A FIN from the client is taken as the client leaving, as hyper does with `half_close` off:
-//! the running handler is dropped, requests pipelined behind it are not served, and the socket
-//! is closed at once (no CLOSE_WAIT). A client that half-closes its sending side and still
-//! expects a response therefore gets none; such clients are rare, and serving them would mean
-//! running handlers for clients that are gone.
+//! The server sees the client's FIN at once, also behind pipelined requests. What the client
+//! gets depends on what it sent before it:
+//!
+//! - Nothing after the running request (one request, then the FIN: the usual client that gave
+//!   up): the client has left. The handler is dropped (counted in
+//!   [`StatsSnapshot::handlers_dropped`]) and the socket is closed at once, no CLOSE_WAIT. A
+//!   client that half-closes after a single request therefore gets no response unless the
+//!   handler answers before the FIN is seen (as with hyper).
+//! - More requests after the running one (pipelined, then the FIN): every request that was
+//!   complete before the FIN is answered, in order, and the connection closes after the last
+//!   ([`CloseReason::PeerFin`]); a request cut short by the FIN gets nothing. A client that
+//!   closed its socket rather than half-closing it answers the first response with a reset,
+//!   which ends the connection then.
+//!
+//! For comparison, plain hyper-util 0.1.21 (hyper 1.12, `half_close` off, the default) over
+//! loopback answers all but the last of the pipelined requests: it drops the handler of the
+//! last one when it reads the FIN with its buffer empty (recorded in `BENCHMARKS.md`).
+//!
+//! Under TLS only decrypted bytes count as requests after the running one.
 //!
 //! # Race windows
 //!
 //! - A request the client sends just as the server closes an idle connection (idle timeout,
 //!   drain) is lost on the wire; clients avoid it by closing before the advertised
-//!   `Keep-Alive: timeout=` and by retrying idempotent requests. During a drain, idle
-//!   connections get a grace window before they are closed to narrow it.
+//!   `Keep-Alive: timeout=` and by retrying idempotent requests. The server narrows it: it
+//!   closes an idle connection [`ServerConfig::idle_grace`] (1 s) after the advertised
+//!   timeout, and when an idle deadline passes it looks once more, serving (with
+//!   `Connection: close`) a request whose bytes have arrived. During a drain, idle
+//!   connections get a grace window before they are closed. A request that arrives after the
+//!   server's FIN is still lost.
 //! - A partial request head already buffered when a response ends is timed by the idle timeout
 //!   until the connection would park ([`ServerConfig::park_after`]), then by the header timeout.
 //!

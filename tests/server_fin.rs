@@ -1,5 +1,7 @@
 //! The client's FIN is noticed at once, idle or while a handler runs (also behind pipelined
-//! requests): the handler is dropped and the server's socket leaves no CLOSE_WAIT.
+//! requests). A client that has no complete request waiting behind the running one has left:
+//! the handler is dropped. Requests complete before the FIN are answered, then the connection
+//! closes. Either way the server's socket leaves no CLOSE_WAIT.
 
 mod support;
 
@@ -78,33 +80,109 @@ async fn client_leaving_mid_handler_drops_it_and_leaves_no_close_wait() {
     assert_eq!(stats.client_closed_first, 1);
 }
 
+/// Reads responses until the server closes; returns their bodies.
+async fn responses_until_close(stream: &mut tokio::net::TcpStream) -> Vec<Vec<u8>> {
+    let mut bodies = Vec::new();
+    let mut leftover = Vec::new();
+    within("the responses and the close", async {
+        loop {
+            match read_response(stream, &mut leftover).await {
+                Ok(response) => bodies.push(response.body),
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return,
+                Err(e) => panic!("after {} responses: {e}", bodies.len()),
+            }
+        }
+    })
+    .await;
+    assert!(leftover.is_empty(), "a partial response: {leftover:?}");
+    bodies
+}
+
 #[cfg(target_os = "linux")]
 #[tokio::test]
-async fn fin_behind_pipelined_requests_is_seen_while_the_handler_runs() {
+async fn a_half_closing_client_gets_every_request_it_sent_before_its_fin_answered() {
+    // The case (1 ms and 2 ms handlers), then one where the FIN surely arrives while
+    // the first handler runs.
+    for (first, second) in [(1, 2), (300, 300)] {
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let server =
+            TestServer::start_with(ServerConfig::new(), slow_service(dropped.clone())).await;
+        let mut stream = server.connect().await;
+        let pipelined = format!(
+            "{}{}",
+            get(&format!("/slow?ms={first}"), ""),
+            get(&format!("/slow?ms={second}"), "")
+        );
+        stream.write_all(pipelined.as_bytes()).await.unwrap();
+        stream.shutdown().await.unwrap();
+        let bodies = responses_until_close(&mut stream).await;
+        assert_eq!(bodies, [b"done", b"done"], "ms={first},{second}");
+        wait_until("no CLOSE_WAIT on the server", SOON, || {
+            let s = server.server_side();
+            s.close_wait() == 0 && s.established() == 0
+        })
+        .await;
+        wait_until("the close is counted", SOON, || {
+            server.stats.snapshot().closed_total() == 1
+        })
+        .await;
+        let stats = server.stats.snapshot();
+        assert_eq!(stats.requests, 2);
+        assert_eq!(stats.handlers_dropped, 0);
+        assert_eq!(dropped.load(Ordering::SeqCst), 0);
+        assert_eq!(stats.closed(CloseReason::PeerFin), 1, "{}", stats.to_json());
+    }
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_fin_behind_part_of_a_request_ends_the_connection_after_the_complete_ones() {
     let dropped = Arc::new(AtomicUsize::new(0));
     let server = TestServer::start_with(ServerConfig::new(), slow_service(dropped.clone())).await;
     let mut stream = server.connect().await;
-    // A slow request, two more pipelined behind it, then the client leaves.
-    let pipelined = format!("{}{}{}", get("/?ms=5000", ""), get("/", ""), get("/", ""));
+    let sent = format!("{}GET /?ms=0 HTTP/1.1\r\nHo", get("/?ms=300", ""));
+    stream.write_all(sent.as_bytes()).await.unwrap();
+    stream.shutdown().await.unwrap();
+    let bodies = responses_until_close(&mut stream).await;
+    assert_eq!(bodies, [b"done"]);
+    wait_until("no CLOSE_WAIT on the server", SOON, || {
+        let s = server.server_side();
+        s.close_wait() == 0 && s.established() == 0
+    })
+    .await;
+    assert_eq!(server.stats.snapshot().requests, 1);
+    assert_eq!(dropped.load(Ordering::SeqCst), 0);
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_client_gone_behind_pipelined_requests_leaves_no_close_wait() {
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let server = TestServer::start_with(ServerConfig::new(), slow_service(dropped.clone())).await;
+    let mut stream = server.connect().await;
+    // A slow request, two more pipelined behind it, then the client closes its socket: to the
+    // server a FIN like a half-close, so the requests are served until the client's reset to
+    // the first response says nobody reads them.
+    let pipelined = format!("{}{}{}", get("/?ms=300", ""), get("/", ""), get("/", ""));
     stream.write_all(pipelined.as_bytes()).await.unwrap();
     wait_until("the handler runs", SOON, || {
         server.stats.snapshot().requests == 1
     })
     .await;
     drop(stream);
-    wait_until("the handler is dropped", SOON, || {
-        dropped.load(Ordering::SeqCst) == 1
-    })
-    .await;
     wait_until("no CLOSE_WAIT on the server", SOON, || {
         let s = server.server_side();
         s.close_wait() == 0 && s.established() == 0
     })
     .await;
+    wait_until("the close is counted", SOON, || {
+        server.stats.snapshot().closed_total() == 1
+    })
+    .await;
     assert_eq!(
-        server.stats.snapshot().requests,
-        1,
-        "nothing after the FIN was served"
+        dropped.load(Ordering::SeqCst),
+        0,
+        "the first request was complete before the FIN: answered"
     );
 }
 

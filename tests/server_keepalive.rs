@@ -75,6 +75,72 @@ async fn http10_keeps_alive_only_when_asked() {
     assert_eq!(stats.closed(CloseReason::PeerFin), 1);
 }
 
+/// Every `Connection` line of a raw response head, in order (a response says one thing).
+fn connection_lines(raw: &[u8]) -> Vec<String> {
+    let text = String::from_utf8_lossy(raw);
+    let head = text.split("\r\n\r\n").next().unwrap_or("");
+    head.split("\r\n")
+        .filter_map(|line| line.split_once(':'))
+        .filter(|(name, _)| name.trim().eq_ignore_ascii_case("connection"))
+        .map(|(_, value)| value.trim().to_ascii_lowercase())
+        .collect()
+}
+
+/// Reads one response to a GET (a `Content-Length` body) and returns its raw bytes.
+async fn raw_response(stream: &mut tokio::net::TcpStream) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut raw = Vec::new();
+    within("a response", async {
+        loop {
+            let mut chunk = [0u8; 1024];
+            let n = stream.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "closed before the response ended: {raw:?}");
+            raw.extend_from_slice(&chunk[..n]);
+            if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+                let length: usize = head
+                    .split("\r\n")
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map_or(0, |v| v.trim().parse().unwrap());
+                if raw.len() >= end + 4 + length {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    raw
+}
+
+#[tokio::test]
+async fn http10_keep_alive_last_allowed_response_says_close_only() {
+    let server = TestServer::start(patient().max_requests(3)).await;
+    let mut stream = server.connect().await;
+    let ask = b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n";
+    for _ in 0..2 {
+        stream.write_all(ask).await.unwrap();
+        let raw = raw_response(&mut stream).await;
+        assert_eq!(connection_lines(&raw), ["keep-alive"]);
+    }
+    stream.write_all(ask).await.unwrap();
+    let raw = raw_response(&mut stream).await;
+    assert_eq!(
+        connection_lines(&raw),
+        ["close"],
+        "{}",
+        String::from_utf8_lossy(&raw)
+    );
+    assert!(!String::from_utf8_lossy(&raw)
+        .to_ascii_lowercase()
+        .contains("keep-alive:"));
+    expect_eof(&mut stream).await;
+    drop(stream);
+    wait_until("closed at its request limit", SOON, || {
+        server.stats.snapshot().closed(CloseReason::MaxRequests) == 1
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn advertised_timeout_is_the_smaller_of_idle_and_age_left() {
     let config = ServerConfig::new()

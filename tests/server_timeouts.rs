@@ -148,3 +148,69 @@ async fn a_slow_handler_after_a_complete_body_is_not_timed_out() {
     assert_eq!(stats.closed(CloseReason::BodyTimeout), 0);
     assert_eq!(stats.handlers_dropped, 0);
 }
+
+/// A client that honours `Keep-Alive: timeout=` reuses the connection at the advertised value
+/// (here a little after it, as a loaded client would): the server enforces the idle timeout
+/// `idle_grace` later, so the request is served, not reset.
+#[tokio::test]
+async fn a_request_sent_at_the_advertised_idle_timeout_is_served() {
+    let config = ServerConfig::new().idle_timeout(Duration::from_secs(1));
+    let server = TestServer::start(config).await;
+    let mut stream = server.connect().await;
+    let response = request(&mut stream, &get("/", "")).await;
+    assert_eq!(response.header("keep-alive"), Some("timeout=1, max=999"));
+    // The real idle gap: the advertised second, and a fifth of the grace window past it.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    stream.write_all(get("/", "").as_bytes()).await.unwrap();
+    let mut leftover = Vec::new();
+    let again = within("the answer", read_response(&mut stream, &mut leftover)).await;
+    let again = again.expect("the request at the advertised timeout was lost");
+    assert_eq!(again.status, 200);
+    assert_eq!(server.stats.snapshot().closed(CloseReason::IdleTimeout), 0);
+}
+
+/// When the idle timer fires, the server looks once more: part of a request that has already
+/// arrived (here a head pipelined behind the previous request, so hyper holds it and the
+/// connection looked idle) is timed by the header timeout instead, and its request is served
+/// with `Connection: close`, not reset.
+#[tokio::test]
+async fn part_of_a_request_there_when_the_idle_timer_fires_is_served_with_close() {
+    let config = ServerConfig::new()
+        .idle_timeout(Duration::from_millis(300))
+        .park_after(None);
+    let server = TestServer::start(config).await;
+    let mut stream = server.connect().await;
+    let sent = format!("{}GET /second HTTP/1.1\r\nHost: t", get("/", ""));
+    stream.write_all(sent.as_bytes()).await.unwrap();
+    let mut leftover = Vec::new();
+    let first = within(
+        "the first answer",
+        read_response(&mut stream, &mut leftover),
+    )
+    .await
+    .unwrap();
+    assert_eq!(first.status, 200);
+    wait_until("the connection looks idle", SOON, || {
+        server.stats.snapshot().idle == 1
+    })
+    .await;
+    // The idle timer fires: the server finds the partial head instead of closing.
+    wait_until("the idle deadline has been looked at", SOON, || {
+        server.stats.snapshot().idle == 0
+    })
+    .await;
+    stream.write_all(b"\r\n\r\n").await.unwrap();
+    let second = within(
+        "the second answer",
+        read_response(&mut stream, &mut leftover),
+    )
+    .await;
+    let second = second.expect("the request already arriving at the idle timeout was lost");
+    assert_eq!(second.status, 200);
+    assert!(second.says_close(), "{second:?}");
+    expect_eof(&mut stream).await;
+    wait_until("counted as an idle timeout", SOON, || {
+        server.stats.snapshot().closed(CloseReason::IdleTimeout) == 1
+    })
+    .await;
+}

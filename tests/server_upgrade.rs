@@ -249,3 +249,84 @@ async fn layer_steps_aside_under_the_crates_serve() {
         "the layer added nothing under the crate's serve"
     );
 }
+
+#[tokio::test]
+async fn layer_under_a_foreign_server_advertises_no_timeout_unless_told_one() {
+    let service = ServiceBuilder::new()
+        .layer(KeepAliveLayer::new())
+        .service_fn(|_req: Request<Incoming>| async {
+            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from("hi"))))
+        });
+    let (addr, accept_loop) = foreign_server(service).await;
+
+    // hyper-util's builder with no timer (as `axum::serve` uses it) enforces no idle timeout:
+    // nothing to advertise.
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let response = within("an HTTP/1.1 response", request(&mut stream, &get("/", ""))).await;
+    assert_eq!(response.status, 200);
+    assert_eq!(response.header("keep-alive"), None, "{response:?}");
+    drop(stream);
+
+    // HTTP/1.0 keep-alive is still answered in kind, without a timeout.
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let ask = "GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n";
+    let response = within("an HTTP/1.0 response", request(&mut stream, ask)).await;
+    assert_eq!(response.header("connection"), Some("keep-alive"));
+    assert_eq!(response.header("keep-alive"), None, "{response:?}");
+    accept_loop.abort();
+}
+
+#[tokio::test]
+async fn layer_under_a_foreign_graceful_shutdown_never_says_keep_alive_with_close() {
+    // A handler held until the test has started hyper's graceful shutdown, so the response is
+    // written after it (as a request in flight during `axum::serve`'s drain).
+    let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+    let release_rx = Arc::new(Mutex::new(Some(release_rx)));
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+    let started_tx = Arc::new(Mutex::new(Some(started_tx)));
+    let service = ServiceBuilder::new()
+        .layer(KeepAliveLayer::new())
+        .service_fn(move |_req: Request<Incoming>| {
+            let release = release_rx.lock().unwrap().take();
+            if let Some(started) = started_tx.lock().unwrap().take() {
+                let _ = started.send(());
+            }
+            async move {
+                if let Some(release) = release {
+                    let _ = release.await;
+                }
+                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from("hi"))))
+            }
+        });
+    let listener = TcpListener::bind((unique_loopback(), 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        let conn =
+            builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+        let mut conn = std::pin::pin!(conn);
+        tokio::select! {
+            result = conn.as_mut() => return result.is_ok(),
+            _ = drain_rx => conn.as_mut().graceful_shutdown(),
+        }
+        let _ = release_tx.send(());
+        conn.await.is_ok()
+    });
+
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    use tokio::io::AsyncWriteExt;
+    stream.write_all(get("/", "").as_bytes()).await.unwrap();
+    within("the handler runs", started_rx).await.unwrap();
+    drain_tx.send(()).unwrap();
+    let mut leftover = Vec::new();
+    let response = within("the response", read_response(&mut stream, &mut leftover))
+        .await
+        .unwrap();
+    assert_eq!(response.status, 200);
+    assert!(response.says_close(), "{response:?}");
+    assert_eq!(response.header("keep-alive"), None, "{response:?}");
+    expect_eof(&mut stream).await;
+    assert!(within("the connection ends", server).await.unwrap());
+}

@@ -27,6 +27,9 @@ pub(crate) struct BodyProgress {
     /// The head in view had a `Content-Length` line (hyper drops it from the parsed headers
     /// when `Transfer-Encoding` is there too).
     saw_content_length: bool,
+    /// Where the running request ends (its head, then its `Content-Length` body), when its head
+    /// was seen from its first byte and its body is not chunked.
+    request_end: Option<u64>,
 }
 
 const CONTENT_LENGTH: &[u8] = b"content-length:";
@@ -116,13 +119,19 @@ impl BodyProgress {
         }
     }
 
-    /// hyper parsed a request head and calls the service.
-    pub(crate) fn request_started(&mut self, content_length: Option<u64>) {
+    /// hyper parsed a request head and calls the service; `chunked`: its body is framed by
+    /// `Transfer-Encoding`.
+    pub(crate) fn request_started(&mut self, content_length: Option<u64>, chunked: bool) {
         if !matches!(self.scan, Scan::Found(_)) {
             // The head was not seen from its start: nothing known of its lines either.
             self.saw_content_length = false;
         }
-        self.body_end = match (std::mem::take(&mut self.scan), content_length) {
+        let scan = std::mem::take(&mut self.scan);
+        self.request_end = match scan {
+            Scan::Found(head_end) if !chunked => Some(head_end + content_length.unwrap_or(0)),
+            _ => None,
+        };
+        self.body_end = match (scan, content_length) {
             (Scan::Found(head_end), Some(length)) if length > 0 => Some(head_end + length),
             _ => None,
         };
@@ -133,6 +142,14 @@ impl BodyProgress {
     pub(crate) fn response_started(&mut self) {
         self.body_end = None;
         self.last_progress = None;
+    }
+
+    /// Whether the client sent bytes after the running request (the start of another one):
+    /// `buffered` bytes have been read from the socket and not yet handed to hyper. `None`
+    /// when the request's end is not known (a chunked body, a head not seen from its start).
+    pub(crate) fn followed(&self, buffered: usize) -> Option<bool> {
+        let end = self.request_end?;
+        Some(self.delivered + buffered as u64 > end)
     }
 
     /// When the body times out, if it is still arriving: `buffered` bytes have been read from
@@ -161,7 +178,7 @@ mod tests {
     async fn a_content_length_body_is_timed_until_it_has_arrived() {
         let mut body = BodyProgress::default();
         body.delivered(b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\n0123", true);
-        body.request_started(Some(10));
+        body.request_started(Some(10), false);
         assert!(body.deadline(0, T).is_some(), "6 bytes missing");
         assert!(body.deadline(6, T).is_none(), "the rest is read ahead");
         body.delivered(b"456789", false);
@@ -174,14 +191,14 @@ mod tests {
         body.delivered(b"POST / HTTP/1.1\r\nContent-Length: 3\r", true);
         body.delivered(b"\n\r", false);
         body.delivered(b"\nab", false);
-        body.request_started(Some(3));
+        body.request_started(Some(3), false);
         assert!(body.deadline(0, T).is_some());
         body.delivered(b"c", false);
         assert!(body.deadline(0, T).is_none());
 
         let mut bare = BodyProgress::default();
         bare.delivered(b"POST / HTTP/1.1\nContent-Length: 2\n\nxy", true);
-        bare.request_started(Some(2));
+        bare.request_started(Some(2), false);
         assert!(bare.deadline(0, T).is_none(), "complete with bare newlines");
     }
 
@@ -192,12 +209,12 @@ mod tests {
             b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n",
             true,
         );
-        chunked.request_started(None);
+        chunked.request_started(None, true);
         assert!(chunked.deadline(0, T).is_none());
 
         let mut pipelined = BodyProgress::default();
         pipelined.delivered(b"POST / HTTP/1.1\r\nContent-Length: 9\r\n\r\n", false);
-        pipelined.request_started(Some(9));
+        pipelined.request_started(Some(9), false);
         assert!(
             pipelined.deadline(0, T).is_none(),
             "head not seen from its start"
@@ -211,19 +228,41 @@ mod tests {
             b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nConTent-LENGTH: 4\r\n\r\n",
             true,
         );
-        body.request_started(None);
+        body.request_started(None, true);
         assert!(body.saw_content_length());
         let mut plain = BodyProgress::default();
         plain.delivered(b"POST / HTTP/1.1\r\nX-Content-Length: 4\r\n\r\n", true);
-        plain.request_started(None);
+        plain.request_started(None, false);
         assert!(!plain.saw_content_length(), "only at a line's start");
+    }
+
+    #[tokio::test]
+    async fn knows_whether_bytes_follow_the_running_request() {
+        let mut body = BodyProgress::default();
+        body.delivered(b"GET /1 HTTP/1.1\r\n\r\nGET /2 HTTP/1.1\r\n\r\n", true);
+        body.request_started(None, false);
+        assert_eq!(body.followed(0), Some(true), "a second request behind it");
+
+        let mut alone = BodyProgress::default();
+        alone.delivered(b"POST / HTTP/1.1\r\nContent-Length: 4\r\n\r\nab", true);
+        alone.request_started(Some(4), false);
+        assert_eq!(alone.followed(2), Some(false), "its own body only");
+        assert_eq!(alone.followed(3), Some(true));
+
+        let mut chunked = BodyProgress::default();
+        chunked.delivered(
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            true,
+        );
+        chunked.request_started(None, true);
+        assert_eq!(chunked.followed(9), None);
     }
 
     #[tokio::test]
     async fn the_response_ends_the_timing() {
         let mut body = BodyProgress::default();
         body.delivered(b"PUT / HTTP/1.1\r\nContent-Length: 100\r\n\r\n", true);
-        body.request_started(Some(100));
+        body.request_started(Some(100), false);
         assert!(body.deadline(0, T).is_some());
         body.response_started();
         assert!(body.deadline(0, T).is_none());

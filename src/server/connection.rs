@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{ready, Context, Poll};
+use std::task::{ready, Context, Poll, Waker};
 use std::time::Duration;
 
 use socket2::SockRef;
@@ -74,6 +74,15 @@ pub(crate) struct State {
     unread: Option<Box<Vec<u8>>>,
     /// Whether the current request's body is still arriving.
     body: BodyProgress,
+    /// The running request was parsed after the client's FIN arrived, so it was complete
+    /// before it: it is answered, and hyper is not shown the end of the stream until then.
+    after_fin: bool,
+    /// hyper's read that found the end of the stream while such a request runs: woken when
+    /// its response is done.
+    eof_waker: Option<Waker>,
+    /// An idle deadline passed with a request already arriving: it is served, and its
+    /// response closes the connection for this reason.
+    last_call: Option<CloseReason>,
 }
 
 #[derive(Debug)]
@@ -133,6 +142,9 @@ impl Shared {
                 stream_ended: false,
                 unread: None,
                 body: BodyProgress::default(),
+                after_fin: false,
+                eof_waker: None,
+                last_call: None,
             }),
             ctx,
             born,
@@ -162,7 +174,13 @@ impl Shared {
     /// The phase to enter when a connection becomes idle now.
     fn idle_phase(&self, state: &State, now: Instant) -> Phase {
         let config = &self.ctx.config;
-        let mut deadline = now + config.idle_timeout;
+        // The advertised timeout, then the grace (only advertised timeouts get one).
+        let grace = if config.idle_timeout >= Duration::from_secs(1) {
+            config.idle_grace
+        } else {
+            Duration::ZERO
+        };
+        let mut deadline = now + config.idle_timeout + grace;
         let mut reason = CloseReason::IdleTimeout;
         let age_deadline = self.born + config.max_age;
         if age_deadline < deadline {
@@ -187,9 +205,13 @@ impl Shared {
     ///
     /// Returns whether the response must wait for upgrades to be switched on (the request may
     /// upgrade and hyper's connection does not support upgrades yet).
-    pub(crate) fn request_started(&self, may_upgrade: bool, content_length: Option<u64>) -> bool {
+    pub(crate) fn request_started(&self, facts: &RequestFacts) -> bool {
+        let may_upgrade = facts.may_upgrade;
         let mut state = self.lock();
-        state.body.request_started(content_length);
+        state
+            .body
+            .request_started(facts.content_length, facts.chunked);
+        state.after_fin = state.read_ahead.peer_closed() || state.stream_ended;
         state.requests = state.requests.saturating_add(1);
         state.handler_running = true;
         let hold = may_upgrade && !state.upgrades_on;
@@ -238,7 +260,13 @@ impl Shared {
         };
         let mut facts = *facts;
         facts.ambiguous_framing |= facts.chunked && state.body.saw_content_length();
-        let verdict = policy.decide(&facts, status, headers, body_length_known, budget);
+        let verdict = match policy.decide(&facts, status, headers, body_length_known, budget) {
+            Verdict::KeepAlive(_) if state.last_call.is_some() => Verdict::Close {
+                reason: state.last_call.unwrap_or(CloseReason::IdleTimeout),
+                until_close: false,
+            },
+            verdict => verdict,
+        };
         match verdict {
             Verdict::PassThrough { upgrade: true } => {
                 state.closing = Some(CloseReason::Upgraded);
@@ -261,11 +289,19 @@ impl Shared {
         let mut state = self.lock();
         state.handler_running = false;
         state.closing.get_or_insert(CloseReason::Error);
+        state.after_fin = false;
+        if let Some(waker) = state.eof_waker.take() {
+            waker.wake();
+        }
     }
 
     /// The response body is done (or dropped): the connection goes idle, or to its close.
     pub(crate) fn response_finished(&self) {
         let mut state = self.lock();
+        state.after_fin = false;
+        if let Some(waker) = state.eof_waker.take() {
+            waker.wake();
+        }
         if state.phase != Phase::Busy {
             return;
         }
@@ -314,21 +350,88 @@ impl Shared {
                 if state.read_ahead.buffered() > before {
                     state.body.progressed();
                 }
+                let buffered = state.read_ahead.buffered();
+                let timeout = self.ctx.config.idle_timeout;
                 match fill {
                     // A full buffer: stop watching until hyper drains it (no spinning). The
                     // client is then held back by flow control, not silent: no body deadline.
                     Poll::Ready(Fill::Full) => (None, Poll::Pending),
-                    other => {
-                        let timeout = self.ctx.config.idle_timeout;
-                        (
-                            state.body.deadline(state.read_ahead.buffered(), timeout),
-                            other,
-                        )
+                    // The client's FIN behind requests it sent before: they are answered (see
+                    // `Shared::client_left`). The FIN stays recorded: no spinning.
+                    Poll::Ready(Fill::PeerClosed) if !self.client_left(state) => {
+                        (state.body.deadline(buffered, timeout), Poll::Pending)
                     }
+                    other => (state.body.deadline(buffered, timeout), other),
                 }
             }
             _ => (None, Poll::Pending),
         }
+    }
+
+    /// The client's FIN arrived while a handler runs: whether the client left (the handler is
+    /// dropped and the connection closed at once) rather than half-closed behind requests it
+    /// still wants answered.
+    ///
+    /// A request parsed after the FIN was complete before it and is answered; so is the
+    /// running one when the client sent bytes after it (the next request, complete or not:
+    /// hyper serves what is complete and then finds the end of the stream). When the end of
+    /// the running request is not known (a chunked body, a head pipelined behind another), the
+    /// decision is hyper's: it reads the end of the stream once its own buffer is empty, and
+    /// ends the connection then.
+    fn client_left(&self, state: &State) -> bool {
+        if state.after_fin {
+            return false;
+        }
+        let buffered = if self.cleartext {
+            state.read_ahead.buffered()
+        } else {
+            // Under TLS the read-ahead holds records (perhaps the client's `close_notify`),
+            // not requests.
+            0
+        };
+        state.body.followed(buffered) == Some(false)
+    }
+
+    /// hyper's read found the end of the stream. While a request that was complete before the
+    /// client's FIN runs, hyper must not see it yet (it would drop the handler): `true`, and
+    /// `cx` is woken when the response is done.
+    pub(crate) fn hold_eof(&self, cx: &mut Context<'_>) -> bool {
+        let mut state = self.lock();
+        if state.after_fin && state.phase == Phase::Busy {
+            state.eof_waker = Some(cx.waker().clone());
+            return true;
+        }
+        false
+    }
+
+    /// An idle deadline passed: whether bytes of a request wait in the socket or
+    /// were read ahead, so the request is served rather than reset. Looks once per connection.
+    pub(crate) fn request_waiting(&self) -> bool {
+        let state = self.lock();
+        if state.last_call.is_some() {
+            return false;
+        }
+        if state.read_ahead.buffered() > 0 || state.unread.is_some() {
+            return true;
+        }
+        let mut byte = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+        matches!(SockRef::from(&self.stream).peek(&mut byte), Ok(n) if n > 0)
+    }
+
+    /// A request is arriving although the idle deadline (`reason`) passed: it is served (its
+    /// head within the header timeout), and its response closes the connection.
+    pub(crate) fn last_call(&self, reason: CloseReason) {
+        let mut state = self.lock();
+        state.last_call = Some(reason);
+        if let Phase::Idle { .. } = state.phase {
+            let deadline = Instant::now() + self.ctx.config.header_timeout;
+            self.set_phase(&mut state, Phase::ReadingHead { deadline });
+        }
+    }
+
+    /// Whether hyper still holds bytes it could not write (its state must not be taken apart).
+    pub(crate) fn write_pending(&self) -> bool {
+        self.write_pending.load(Ordering::Relaxed)
     }
 
     /// What expired, if the phase's deadline has passed.

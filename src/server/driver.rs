@@ -62,12 +62,14 @@ impl ConnContext {
         let mut http1 = http1::Builder::new();
         http1
             .keep_alive(true)
-            // A FIN while a handler runs means the client left: drop the handler.
+            // hyper's own FIN check mid-request (it reads the FIN once its buffer is empty and
+            // ends the connection) is kept; `Shared::client_left` decides first, and the FIN is
+            // held back from hyper while a request complete before it runs.
             .half_close(false)
             // Our own header timeout counts from a head's first byte instead.
             .header_read_timeout(None);
         let policy = Policy {
-            idle_timeout: config.idle_timeout,
+            idle_timeout: Some(config.idle_timeout),
             advertise: config.advertise,
         };
         ConnContext {
@@ -338,6 +340,25 @@ impl<T: Stream, S: HttpService> Http<T, S> {
         }
     }
 
+    /// Whether hyper holds bytes it read and has not parsed (part of a request pipelined behind
+    /// the previous one): they are handed back to the stream and hyper's state is rebuilt
+    /// around it (only for a plain connection that owes no bytes; otherwise false).
+    fn hand_back_unparsed(&mut self, shared: &Shared, ctx: &ConnContext) -> bool {
+        if !self.is_plain() || shared.write_pending() {
+            return false;
+        }
+        let Http::Plain(conn) = std::mem::replace(self, Http::Moving) else {
+            unreachable!("checked above")
+        };
+        let mut parts = conn.into_parts();
+        let unparsed = !parts.read_buf.is_empty();
+        if unparsed {
+            parts.io.inner_mut().unread(&parts.read_buf);
+        }
+        *self = Http::new(ctx, parts.io, parts.service);
+        unparsed
+    }
+
     /// The next request is arriving on a parked connection: rebuild hyper's state.
     fn unpark(&mut self, ctx: &ConnContext) {
         ctx.stats.unparked(true);
@@ -432,6 +453,12 @@ impl<T: Stream, S: HttpService> Conn<T, S> {
                     armed = None;
                     let now = Instant::now();
                     if let Some(reason) = shared.expired(now) {
+                        if idle_reason(reason)
+                            && (shared.request_waiting() || http.hand_back_unparsed(shared, ctx))
+                        {
+                            shared.last_call(reason);
+                            continue;
+                        }
                         return expired(shared, ctx, reason);
                     }
                     if let Some(after) = park_after {
@@ -490,6 +517,11 @@ impl<T: Stream, S: HttpService> Conn<T, S> {
                 return Poll::Pending;
             }
             if let Some(reason) = shared.expired(Instant::now()) {
+                if shared.request_waiting() {
+                    shared.last_call(reason);
+                    http.unpark(ctx);
+                    return Poll::Ready(Outcome::Unparked);
+                }
                 return Poll::Ready(expired(shared, ctx, reason));
             }
             // Fired before the deadline (it moved on): the next turn arms it again.
@@ -511,6 +543,14 @@ fn stage_changed(shared: &Shared, current: &mut Stage, next: Stage) -> Option<Ou
             (shared.phase() != Phase::Upgraded).then_some(Outcome::Closed(CloseReason::Forced))
         }
     }
+}
+
+/// The deadlines of an idle connection (the idle timeout, its age, the drain's grace).
+fn idle_reason(reason: CloseReason) -> bool {
+    matches!(
+        reason,
+        CloseReason::IdleTimeout | CloseReason::MaxAge | CloseReason::Drain
+    )
 }
 
 /// A deadline passed: close, with a 408 for an incomplete head or body or a reset if

@@ -50,6 +50,9 @@ impl<T: AsyncRead + Unpin> AsyncRead for HttpIo<T> {
         if !read.is_empty() {
             this.shared.delivered(read);
         } else if buf.remaining() > 0 {
+            if this.shared.hold_eof(cx) {
+                return Poll::Pending;
+            }
             this.shared.stream_ended();
         }
         Poll::Ready(Ok(()))

@@ -15,12 +15,26 @@ use super::service::ServedByKeepalive;
 /// A tower layer that applies the keep-alive header policy under any HTTP/1 server.
 ///
 /// Under a foreign server (`axum::serve`, hyper-util) it can only do what one response can
-/// tell: answer HTTP/1.0 `Connection: keep-alive` requests in kind, and advertise
-/// `Keep-Alive: timeout=` from the idle timeout you give it, which should be the one your
-/// server really enforces (for hyper, its `header_read_timeout`). Per-connection limits
-/// (`max=`, max requests, max age), the idle timeout itself, the FIN watch and the
-/// client-first close need the crate's [`serve`](crate::serve); under it the layer steps aside
-/// and the serve applies the full policy. See the crate docs for the table.
+/// tell: answer HTTP/1.0 `Connection: keep-alive` requests in kind, say `Connection: close`
+/// (and no `Keep-Alive`) when the request or the service asks for the close, and advertise
+/// `Keep-Alive: timeout=` only when you tell it the idle timeout your server really enforces
+/// ([`idle_timeout`](Self::idle_timeout)). Per-connection limits (`max=`, max requests, max
+/// age), the idle timeout itself, the FIN watch and the client-first close need the crate's
+/// [`serve`](crate::serve); under it the layer steps aside and the serve applies the full
+/// policy. See the crate docs for the table.
+///
+/// # What a foreign server enforces
+///
+/// As of axum 0.8.9, hyper 1.12 and hyper-util 0.1.21: `axum::serve` runs hyper-util's auto
+/// builder without a timer, so it closes no idle connection at all, and by default the layer
+/// advertises no timeout. hyper's HTTP/1 `header_read_timeout` (30 s by default) takes effect
+/// only with a timer (`Builder::timer(TokioTimer::new())`); it then also ends idle keep-alive
+/// connections (it starts after each response), so that is the value to give the layer.
+///
+/// During a foreign server's graceful shutdown, hyper itself adds `Connection: close` to the
+/// responses it writes after the shutdown began, after the layer has run: with a timeout set,
+/// such a response carries both headers (clients obey the close). With none set (the default)
+/// it carries `Connection: close` alone.
 ///
 /// HTTP/2 requests and protocol upgrades pass through untouched.
 ///
@@ -46,7 +60,7 @@ impl Default for KeepAliveLayer {
     fn default() -> Self {
         KeepAliveLayer {
             policy: Policy {
-                idle_timeout: Duration::from_secs(30),
+                idle_timeout: None,
                 advertise: true,
             },
         }
@@ -59,12 +73,14 @@ impl KeepAliveLayer {
         Self::default()
     }
 
-    /// The idle timeout to advertise as `Keep-Alive: timeout=`.
+    /// The idle timeout to advertise as `Keep-Alive: timeout=` (whole seconds; under a second
+    /// is not advertised). Give the one the server you run really enforces (see
+    /// [What a foreign server enforces](Self#what-a-foreign-server-enforces)): a client that
+    /// trusts a longer one reuses connections the server has closed.
     ///
-    /// Default is 30 s, hyper's default `header_read_timeout`, which is what ends an idle
-    /// keep-alive connection under a plain hyper or axum server.
+    /// Default is none: no `timeout=` is advertised (`axum::serve` 0.8.9 enforces none).
     pub fn idle_timeout(mut self, timeout: Duration) -> Self {
-        self.policy.idle_timeout = timeout;
+        self.policy.idle_timeout = Some(timeout);
         self
     }
 
@@ -160,23 +176,21 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let mut response = ready!(this.inner.poll(cx))?;
-        if let Some(facts) = this.facts.take() {
-            let length_known = response.body().size_hint().exact().is_some();
-            let budget = Budget {
-                requests_left: None,
-                age_left: None,
-                draining: false,
-            };
-            let verdict: Verdict = this.policy.decide(
-                &facts,
-                response.status(),
-                response.headers(),
-                length_known,
-                budget,
-            );
-            verdict.apply(facts.version, response.headers_mut());
-        }
-        Poll::Ready(Ok(response))
+        let response = ready!(this.inner.poll(cx))?;
+        let Some(facts) = this.facts.take() else {
+            return Poll::Ready(Ok(response));
+        };
+        let (mut head, body) = response.into_parts();
+        let length_known = body.size_hint().exact().is_some();
+        let budget = Budget {
+            requests_left: None,
+            age_left: None,
+            draining: false,
+        };
+        let verdict: Verdict =
+            this.policy
+                .decide(&facts, head.status, &head.headers, length_known, budget);
+        verdict.apply(facts.version, &mut head);
+        Poll::Ready(Ok(Response::from_parts(head, body)))
     }
 }

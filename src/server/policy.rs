@@ -95,7 +95,8 @@ pub(crate) enum Verdict {
 /// The configuration the decision needs.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Policy {
-    pub(crate) idle_timeout: Duration,
+    /// The idle timeout known to be enforced (`None`: none known, none advertised).
+    pub(crate) idle_timeout: Option<Duration>,
     pub(crate) advertise: bool,
 }
 
@@ -145,7 +146,7 @@ impl Policy {
             if age_left < ONE_SECOND {
                 return close(CloseReason::MaxAge);
             }
-            timeout = timeout.min(age_left);
+            timeout = timeout.map(|t| t.min(age_left));
         }
         if until_close {
             return close(CloseReason::BodyUntilClose);
@@ -155,15 +156,23 @@ impl Policy {
         }
         Verdict::KeepAlive(KeepAliveParams {
             // Never advertise `timeout=0`: clients read it as "do not reuse".
-            timeout: (timeout >= ONE_SECOND).then(|| Duration::from_secs(timeout.as_secs())),
+            timeout: timeout
+                .filter(|&t| t >= ONE_SECOND)
+                .map(|t| Duration::from_secs(t.as_secs())),
             max: budget.requests_left,
         })
     }
 }
 
 impl Verdict {
-    /// Writes the verdict into the response headers.
-    pub(crate) fn apply(&self, version: Version, headers: &mut HeaderMap) {
+    /// Writes the verdict into the head of the response to a request of `version`.
+    ///
+    /// A close to an HTTP/1.0 request also marks the response HTTP/1.0 (hyper sends it as
+    /// such anyway): hyper adds `Connection: keep-alive` to an HTTP/1.1 response to an
+    /// HTTP/1.0 keep-alive request unless the response already says keep-alive, so it would
+    /// send `close` and `keep-alive` together and keep the connection.
+    pub(crate) fn apply(&self, version: Version, head: &mut http::response::Parts) {
+        let headers = &mut head.headers;
         match self {
             Verdict::PassThrough { .. } => {}
             Verdict::KeepAlive(params) => {
@@ -177,6 +186,9 @@ impl Verdict {
             Verdict::Close { .. } => {
                 headers.remove(KEEP_ALIVE);
                 headers.insert(CONNECTION, HeaderValue::from_static("close"));
+                if version == Version::HTTP_10 {
+                    head.version = Version::HTTP_10;
+                }
             }
         }
     }
@@ -195,7 +207,7 @@ mod tests {
     }
 
     const POLICY: Policy = Policy {
-        idle_timeout: Duration::from_secs(60),
+        idle_timeout: Some(Duration::from_secs(60)),
         advertise: true,
     };
 
@@ -273,14 +285,26 @@ mod tests {
                 until_close: true
             }
         );
-        let mut headers = HeaderMap::new();
+        let (mut head, ()) = http::Response::new(()).into_parts();
         Verdict::KeepAlive(KeepAliveParams {
             timeout: Some(Duration::from_secs(5)),
             max: Some(1),
         })
-        .apply(Version::HTTP_10, &mut headers);
-        assert_eq!(headers[CONNECTION], "keep-alive");
-        assert_eq!(headers[KEEP_ALIVE], "timeout=5, max=1");
+        .apply(Version::HTTP_10, &mut head);
+        assert_eq!(head.headers[CONNECTION], "keep-alive");
+        assert_eq!(head.headers[KEEP_ALIVE], "timeout=5, max=1");
+        Verdict::Close {
+            reason: CloseReason::MaxRequests,
+            until_close: false,
+        }
+        .apply(Version::HTTP_10, &mut head);
+        assert_eq!(head.headers[CONNECTION], "close");
+        assert!(!head.headers.contains_key(KEEP_ALIVE));
+        assert_eq!(
+            head.version,
+            Version::HTTP_10,
+            "so hyper adds no keep-alive"
+        );
     }
 
     #[test]
@@ -301,7 +325,7 @@ mod tests {
     #[test]
     fn sub_second_idle_timeout_is_not_advertised_as_zero() {
         let policy = Policy {
-            idle_timeout: Duration::from_millis(300),
+            idle_timeout: Some(Duration::from_millis(300)),
             advertise: true,
         };
         let v = policy.decide(

@@ -52,9 +52,7 @@ where
 
     fn call(&self, mut request: Request<ReqBody>) -> Self::Future {
         let facts = RequestFacts::of(&request);
-        let hold_for_upgrades = self
-            .shared
-            .request_started(facts.may_upgrade, facts.content_length);
+        let hold_for_upgrades = self.shared.request_started(&facts);
         request.extensions_mut().insert(ServedByKeepalive);
         ConnResponseFuture {
             inner: self.inner.clone().oneshot(request),
@@ -114,7 +112,7 @@ where
                     &parts.headers,
                     length_known,
                 );
-                verdict.apply(this.facts.version, &mut parts.headers);
+                verdict.apply(this.facts.version, &mut parts);
                 let body = TrackedBody {
                     inner: body,
                     guard: ResponseGuard(shared),
