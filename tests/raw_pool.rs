@@ -8,16 +8,22 @@ use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-#[tokio::test]
-async fn reuses_last_in_first_out() {
+/// A listener on a loopback address of its own that accepts and holds every connection.
+async fn holder() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
     let listener = TcpListener::bind((unique_loopback(), 0)).await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let _accepted = tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         let mut held = Vec::new();
         while let Ok((stream, _)) = listener.accept().await {
             held.push(stream);
         }
     });
+    (addr, task)
+}
+
+#[tokio::test]
+async fn reuses_last_in_first_out() {
+    let (addr, _accepted) = holder().await;
     let pool: Pool<&'static str, TcpStream> = Pool::new(PoolConfig::new());
     let first = TcpStream::connect(addr).await.unwrap();
     let second = TcpStream::connect(addr).await.unwrap();
@@ -135,14 +141,7 @@ async fn fin_is_seen_after_several_uses() {
 /// for its reason. (A dropped `Slot` kept its place for good before.)
 #[tokio::test]
 async fn dropped_slots_and_connections_give_their_place_back() {
-    let listener = TcpListener::bind((unique_loopback(), 0)).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let _accepted = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((stream, _)) = listener.accept().await {
-            held.push(stream);
-        }
-    });
+    let (addr, _accepted) = holder().await;
     let config = PoolConfig::new()
         .max_per_key(Some(1))
         .wait_timeout(std::time::Duration::from_millis(500));
