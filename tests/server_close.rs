@@ -167,3 +167,43 @@ async fn client_that_waits_for_the_server_close_is_not_stalled() {
     .await;
     assert_eq!(server.stats.snapshot().server_closed_first, 1);
 }
+
+/// A client address that has closed first every time gets the whole linger, not the short
+/// RTT-based wait: on a busy machine (here: a client that takes 400 ms to close, twice the
+/// floor) it still closes first.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_client_known_to_close_first_gets_the_time_it_takes_to_close() {
+    let config = ServerConfig::new()
+        .linger_floor(Duration::from_millis(200))
+        .linger(Duration::from_secs(5));
+    let server = TestServer::start(config).await;
+    // It closes promptly at first (well within the 200 ms short wait)...
+    for _ in 0..CONNECTIONS {
+        let mut stream = server.connect().await;
+        let response = request(&mut stream, &get("/", "Connection: close\r\n")).await;
+        assert!(response.says_close());
+        drop(stream);
+    }
+    wait_until("the prompt closes are counted", SOON, || {
+        server.stats.snapshot().closed_total() == CONNECTIONS as u64
+    })
+    .await;
+    assert_eq!(
+        server.stats.snapshot().client_closed_first,
+        CONNECTIONS as u64
+    );
+    // ...then is slow to close: it reads the response, then stays silent for a real gap.
+    let mut stream = server.connect().await;
+    let response = request(&mut stream, &get("/", "Connection: close\r\n")).await;
+    assert!(response.says_close());
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    drop(stream);
+    wait_until("the slow close is counted", SOON, || {
+        server.stats.snapshot().closed_total() == CONNECTIONS as u64 + 1
+    })
+    .await;
+    let stats = server.stats.snapshot();
+    assert_eq!(stats.server_closed_first, 0, "{}", stats.to_json());
+    assert_eq!(stats.linger_timeouts, 0);
+}

@@ -155,7 +155,12 @@ impl ServerConfig {
     /// the wait on every connection, so the server learns per client address how often it
     /// closes first (a moving average over its recent waits): below 10 % it closes at once for
     /// that address, still waiting on one close in sixteen to notice when the address closes
-    /// first again.
+    /// first again. An address that closed first on its last 8 waits in a row gets the whole
+    /// `linger` instead of the RTT-based wait (a busy machine may not run a closing client for
+    /// tens of milliseconds; the wait ends at its FIN); one wait without its FIN puts it back
+    /// on the short wait. Run clients of both kinds from different addresses: the first
+    /// connections of a client that waits for the server's close, from an address just learned
+    /// as closing first, wait the whole linger.
     ///
     /// Default is 1 s.
     pub fn linger(mut self, linger: Duration) -> Self {

@@ -21,6 +21,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::body_progress::BodyProgress;
 use super::driver::ConnContext;
+use super::peer_memory::Wait;
 use super::policy::{Budget, Policy, RequestFacts, Verdict};
 use super::CloseReason;
 use crate::fin::{Fill, ReadAhead};
@@ -678,11 +679,14 @@ impl AsyncWrite for ConnIo {
             return Poll::Ready(Ok(()));
         }
         if state.linger.is_none() {
-            if !shared.ctx.peers.should_wait(shared.peer) {
-                shared.ctx.stats.linger_skipped();
-                return Poll::Ready(Ok(()));
-            }
-            let wait = shared.linger_wait();
+            let wait = match shared.ctx.peers.wait(shared.peer) {
+                Wait::Skip => {
+                    shared.ctx.stats.linger_skipped();
+                    return Poll::Ready(Ok(()));
+                }
+                Wait::Short => shared.linger_wait(),
+                Wait::Long => wait,
+            };
             state.linger = Some(Linger {
                 timer: Box::pin(tokio::time::sleep(wait)),
                 discarded: 0,

@@ -14,6 +14,12 @@
 //! average only a little, so a client that does close first is not mistaken for one that
 //! never does; one that never does is learned after a few dozen connections.
 //!
+//! An address that closed first on its last [`LONG_AFTER`] waits in a row is known to close
+//! first: it gets the whole linger instead of the short RTT-based wait, since on a busy
+//! machine a client that closes may not run for tens of milliseconds (the wait ends at its
+//! FIN, so this costs nothing while it keeps closing). One wait that ends without its FIN
+//! puts it back on the short wait. A client that never closes first never gets the long wait.
+//!
 //! The memory is a fixed table of atomics indexed by a hash of the address: no lock, no
 //! allocation per connection, bounded size. Addresses that share a slot (or clients of both
 //! kinds behind one address) only make the server wait more or less often; correctness never
@@ -29,30 +35,48 @@ const ONE: u32 = 1 << 16;
 pub(crate) const SKIP_BELOW: u32 = ONE / 10;
 /// While it stops waiting for an address, the server still waits once in this many closes.
 pub(crate) const PROBE_EVERY: u32 = 16;
+/// Closes first in a row after which an address gets the whole linger.
+pub(crate) const LONG_AFTER: u32 = 8;
+/// The streak saturates here (7 bits).
+const STREAK_MAX: u32 = 0x7f;
+
+/// How long to wait for a client's FIN on one close.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wait {
+    /// Close at once: the address waits for the server's close.
+    Skip,
+    /// The RTT-based wait: nothing much known yet.
+    Short,
+    /// The whole linger: the address is known to close first.
+    Long,
+}
 
 const SLOTS: usize = 4096;
 
 /// See the module docs.
 #[derive(Debug)]
 pub(crate) struct PeerMemory {
-    /// Per slot: the average in the high 17 bits' worth (`rate`), closes skipped in the low
-    /// 8 bits (`skipped`), packed as `rate << 8 | skipped`.
+    /// Per slot: closes first in a row in the top 7 bits (`streak`), the average in the
+    /// next 17 (`rate`), closes skipped in the low 8 (`skipped`), packed as
+    /// `streak << 25 | rate << 8 | skipped`.
     slots: Box<[AtomicU32]>,
     hasher: std::hash::RandomState,
 }
 
-fn pack(rate: u32, skipped: u32) -> u32 {
-    (rate << 8) | (skipped & 0xff)
+fn pack(streak: u32, rate: u32, skipped: u32) -> u32 {
+    (streak.min(STREAK_MAX) << 25) | (rate << 8) | (skipped & 0xff)
 }
 
-fn unpack(value: u32) -> (u32, u32) {
-    (value >> 8, value & 0xff)
+fn unpack(value: u32) -> (u32, u32, u32) {
+    (value >> 25, (value >> 8) & 0x1_ffff, value & 0xff)
 }
 
 impl Default for PeerMemory {
     fn default() -> Self {
         PeerMemory {
-            slots: (0..SLOTS).map(|_| AtomicU32::new(pack(ONE, 0))).collect(),
+            slots: (0..SLOTS)
+                .map(|_| AtomicU32::new(pack(0, ONE, 0)))
+                .collect(),
             hasher: std::hash::RandomState::new(),
         }
     }
@@ -66,21 +90,25 @@ impl PeerMemory {
         &self.slots[(hash as usize) % SLOTS]
     }
 
-    /// Whether to wait for this client's FIN on this close.
-    pub(crate) fn should_wait(&self, peer: IpAddr) -> bool {
-        let mut wait = true;
+    /// How long to wait for this client's FIN on this close.
+    pub(crate) fn wait(&self, peer: IpAddr) -> Wait {
+        let mut wait = Wait::Short;
         let _ = self.slot(peer).fetch_update(Relaxed, Relaxed, |value| {
-            let (rate, skipped) = unpack(value);
+            let (streak, rate, skipped) = unpack(value);
+            if streak >= LONG_AFTER {
+                wait = Wait::Long;
+                return None;
+            }
             if rate >= SKIP_BELOW {
-                wait = true;
+                wait = Wait::Short;
                 return None;
             }
             if skipped + 1 >= PROBE_EVERY {
-                wait = true;
-                Some(pack(rate, 0))
+                wait = Wait::Short;
+                Some(pack(streak, rate, 0))
             } else {
-                wait = false;
-                Some(pack(rate, skipped + 1))
+                wait = Wait::Skip;
+                Some(pack(streak, rate, skipped + 1))
             }
         });
         wait
@@ -89,14 +117,15 @@ impl PeerMemory {
     /// A wait ended: the client's FIN came in time (`closed_first`) or it did not.
     pub(crate) fn record(&self, peer: IpAddr, closed_first: bool) {
         let _ = self.slot(peer).fetch_update(Relaxed, Relaxed, |value| {
-            let (rate, skipped) = unpack(value);
+            let (streak, rate, skipped) = unpack(value);
             let target = if closed_first { ONE } else { 0 };
             let rate = if target > rate {
                 rate + (target - rate).div_ceil(16)
             } else {
                 rate - (rate - target).div_ceil(16)
             };
-            Some(pack(rate, skipped))
+            let streak = if closed_first { streak + 1 } else { 0 };
+            Some(pack(streak, rate, skipped))
         });
     }
 }
@@ -111,9 +140,13 @@ mod tests {
         let ab: IpAddr = "127.0.0.9".parse().unwrap();
         let mut waits = 0;
         for _ in 0..1000 {
-            if memory.should_wait(ab) {
-                waits += 1;
-                memory.record(ab, false);
+            match memory.wait(ab) {
+                Wait::Skip => {}
+                Wait::Short => {
+                    waits += 1;
+                    memory.record(ab, false);
+                }
+                Wait::Long => panic!("a client that never closes first got the long wait"),
             }
         }
         // A few dozen waits to learn, then one in PROBE_EVERY.
@@ -123,17 +156,34 @@ mod tests {
         // The same address starts closing first: a few probes with a FIN bring the waits back.
         let mut skipped = 0;
         for _ in 0..1000 {
-            if memory.should_wait(ab) {
-                memory.record(ab, true);
-            } else {
+            if memory.wait(ab) == Wait::Skip {
                 skipped += 1;
+            } else {
+                memory.record(ab, true);
             }
         }
         assert!(
             skipped < 100,
             "{skipped} closes skipped after the client changed"
         );
-        assert!((0..10).all(|_| memory.should_wait(ab)));
+        assert!((0..10).all(|_| memory.wait(ab) == Wait::Long));
+    }
+
+    #[test]
+    fn a_streak_of_closes_first_earns_the_long_wait_and_one_miss_ends_it() {
+        let memory = PeerMemory::default();
+        let curl: IpAddr = "127.0.0.11".parse().unwrap();
+        for _ in 0..LONG_AFTER {
+            assert_eq!(memory.wait(curl), Wait::Short);
+            memory.record(curl, true);
+        }
+        assert_eq!(memory.wait(curl), Wait::Long);
+        for _ in 0..1000 {
+            memory.record(curl, true);
+        }
+        assert_eq!(memory.wait(curl), Wait::Long, "the streak saturates");
+        memory.record(curl, false);
+        assert_eq!(memory.wait(curl), Wait::Short);
     }
 
     #[test]
@@ -143,11 +193,11 @@ mod tests {
         for round in 0..50 {
             // Eight connections stall together, then the client catches up.
             for _ in 0..8 {
-                assert!(memory.should_wait(busy), "round {round}");
+                assert_ne!(memory.wait(busy), Wait::Skip, "round {round}");
                 memory.record(busy, false);
             }
             for _ in 0..40 {
-                assert!(memory.should_wait(busy));
+                assert_ne!(memory.wait(busy), Wait::Skip);
                 memory.record(busy, true);
             }
         }
