@@ -151,6 +151,18 @@ impl ClientConfig {
         self
     }
 
+    /// Whether to learn, per host, the idle limit of a server that advertises none (Go's
+    /// `http.Server`, lighttpd, aiohttp, uvicorn, most load balancers) from the idle
+    /// connections the server closes, and then close idle connections a margin before it, so
+    /// that their TIME_WAIT stays on the client. See
+    /// [`PoolConfig::learn_idle_limits`] for how the estimate is kept.
+    ///
+    /// Default is on.
+    pub fn learn_server_idle_limits(mut self, on: bool) -> Self {
+        self.pool = self.pool.learn_idle_limits(on);
+        self
+    }
+
     /// Whether HTTP/1.1 requests carry `Connection: keep-alive` (unless the caller set a
     /// `Connection` header of its own). HTTP/1.1 does not need it to keep a connection, but
     /// Apache httpd, the most common server that advertises `Keep-Alive: timeout=, max=`,

@@ -29,6 +29,7 @@ mod connector;
 mod error;
 mod exchange;
 mod h1;
+mod learned_idle;
 mod pool;
 mod service;
 mod stats;

@@ -17,6 +17,11 @@
 //! takes the lock once and the connection back. A group's task runs only when one of its
 //! sockets or its timer fires, or when a return brings a deadline earlier than its timer's.
 //!
+//! A server that advertises no idle limit still has one. The FIN watch sees when the server
+//! closes an idle connection, and after how long: the pool learns the limit per key from such
+//! closes and then closes idle connections of that key a margin before it, so the next
+//! TIME_WAIT is the client's ([`PoolConfig::learn_idle_limits`]).
+//!
 //! Checkout is last-in, first-out per key: the most recently used connection is the one most
 //! likely alive and warm.
 //!
@@ -56,6 +61,7 @@ use tokio::io::{AsyncRead, ReadBuf};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use super::learned_idle::{IdlePlan, LearnedIdle};
 use super::stats::{ClientStats, PoolCloseReason};
 
 /// Limits of a [`Pool`].
@@ -68,6 +74,7 @@ pub struct PoolConfig {
     pub(crate) max_lifetime: Option<Duration>,
     pub(crate) max_requests: Option<u32>,
     pub(crate) park_after: Option<Duration>,
+    pub(crate) learn_idle_limits: bool,
 }
 
 impl Default for PoolConfig {
@@ -80,6 +87,7 @@ impl Default for PoolConfig {
             max_lifetime: None,
             max_requests: None,
             park_after: Some(Duration::from_millis(100)),
+            learn_idle_limits: true,
         }
     }
 }
@@ -146,6 +154,22 @@ impl PoolConfig {
     /// Default is no limit.
     pub fn max_requests(mut self, max: Option<u32>) -> Self {
         self.max_requests = max.map(|m| m.max(1));
+        self
+    }
+
+    /// Whether the pool learns, per key, the idle limit of a server that advertises none,
+    /// from the idle connections it sees the server close (after 1 s of idleness or more),
+    /// and from then on closes idle connections of that key a margin before it (a quarter of
+    /// it, at most 1 s), so that the close and its TIME_WAIT stay on the client's side. A
+    /// single early close (a restart, a drain) does not lower the estimate: a second must
+    /// confirm it. It is forgotten 10 minutes after it was last confirmed, and every
+    /// 2 minutes one connection is let idle past it, so that a raised server limit is found
+    /// again. A limit the server advertises ([`Reuse::idle_limit`]) always comes first.
+    /// Closes for it count as [`LearnedTimeout`](PoolCloseReason::LearnedTimeout).
+    ///
+    /// Default is on.
+    pub fn learn_idle_limits(mut self, on: bool) -> Self {
+        self.learn_idle_limits = on;
         self
     }
 }
@@ -410,6 +434,8 @@ struct Cell<T> {
     meta: Meta,
     /// Index of its host in [`State::hosts`].
     host: u32,
+    /// When it went idle.
+    since: Instant,
     /// When the current idle period ends, and why.
     deadline: Instant,
     reason: PoolCloseReason,
@@ -442,6 +468,8 @@ struct Host<T> {
     idle: Vec<u32>,
     open: usize,
     waiters: VecDeque<oneshot::Sender<Handoff<T>>>,
+    /// The server's idle limit as learned from its closes (it advertises none).
+    learned: LearnedIdle,
 }
 
 impl<T> Default for Host<T> {
@@ -450,6 +478,7 @@ impl<T> Default for Host<T> {
             idle: Vec::new(),
             open: 0,
             waiters: VecDeque::new(),
+            learned: LearnedIdle::default(),
         }
     }
 }
@@ -673,6 +702,14 @@ where
             .map_or(0, |host| host.idle.len())
     }
 
+    /// The idle limit learned for `key` from the server's closes, if one is in force (see
+    /// [`PoolConfig::learn_idle_limits`]).
+    pub fn learned_idle_limit(&self, key: &K) -> Option<Duration> {
+        let mut state = lock(&self.shared.state);
+        let i = state.find_host(key)?;
+        state.hosts[i].learned.limit(Instant::now())
+    }
+
     /// Takes the most recently returned live connection for `key`, or a [`Slot`] to open a new
     /// one, waiting in order when [`PoolConfig::max_per_key`] is reached.
     pub async fn checkout_or_slot(&self, key: &K) -> Result<Checkout<T>, WaitTimeout> {
@@ -755,7 +792,12 @@ where
                 state.free.push(place);
                 state.idle = state.idle.saturating_sub(1);
                 self.shared.stats.idle_changed(false, 1, state.idle);
-                let Cell { mut io, meta, .. } = cell;
+                let Cell {
+                    mut io,
+                    meta,
+                    since,
+                    ..
+                } = cell;
                 // A FIN or bytes may have arrived since the watcher last ran (it runs only
                 // when scheduled): one look now, so a dead connection is never handed out;
                 // not needed when nothing has woken the connection since it was registered.
@@ -766,6 +808,24 @@ where
                     io.poll_idle(&mut cx)
                 };
                 io.set_idle(false);
+                // (The clock is read only when there is something to learn: a close, or a
+                // reuse that may be past a learned limit.)
+                let learned = &mut state.hosts[h].learned;
+                if self.shared.config.learn_idle_limits
+                    && meta.idle_limit.is_none()
+                    && (looked.is_ready() || learned.is_set())
+                {
+                    let now = Instant::now();
+                    match looked {
+                        Poll::Ready(PoolCloseReason::ServerFin) => {
+                            learned.server_closed(now.saturating_duration_since(since), now);
+                        }
+                        Poll::Pending => {
+                            learned.server_held(now.saturating_duration_since(since), now)
+                        }
+                        Poll::Ready(_) => {}
+                    }
+                }
                 if let Poll::Ready(reason) = looked {
                     release_place(&mut state.hosts[h]);
                     self.shared.stats.closed(reason);
@@ -929,6 +989,15 @@ where
         if !counted {
             state.hosts[h].open += 1;
         }
+        // A server that advertises no idle limit: the one learned from its closes, if any.
+        if config.learn_idle_limits && meta.idle_limit.is_none() && retire.is_none() {
+            if let IdlePlan::CloseAfter(after) = state.hosts[h].learned.plan(now) {
+                if now + after < deadline {
+                    deadline = now + after;
+                    reason = PoolCloseReason::LearnedTimeout;
+                }
+            }
+        }
         let mut io = io;
         // Before a waiter gets it, the look a checkout gives an idle connection: bytes or a
         // FIN already there must not become the waiter's answer.
@@ -988,6 +1057,7 @@ where
             io,
             meta,
             host: h as u32,
+            since: now,
             deadline,
             reason,
             park_at,
@@ -1033,6 +1103,61 @@ impl<K: Eq + Hash + Clone + Send + 'static, T: Idle> Pool<K, T> {
     }
 }
 
+/// What an idle connection closed for `reason` teaches of its server's idle limit (it
+/// advertised none): whether the host's estimate changed.
+fn learn_from_close<K, T>(
+    state: &mut State<K, T>,
+    cell: &Cell<T>,
+    reason: PoolCloseReason,
+    now: Instant,
+) -> bool {
+    let learned = &mut state.hosts[cell.host as usize].learned;
+    let idle = now.saturating_duration_since(cell.since);
+    match reason {
+        PoolCloseReason::ServerFin => learned.server_closed(idle, now),
+        // It reached the pool's own limit with the server still holding it.
+        PoolCloseReason::IdleTimeout => {
+            learned.server_held(idle, now);
+            false
+        }
+        _ => false,
+    }
+}
+
+impl<K, T> State<K, T> {
+    /// Brings the deadlines of the idle connections of `hosts` forward to their learned idle
+    /// limit; the watchers of other groups than `g` whose connections moved are to be woken
+    /// (their wakers are pushed on `wake`). Whether a connection of group `g` moved.
+    fn apply_learned(&mut self, hosts: &[usize], g: usize, wake: &mut Vec<Waker>) -> bool {
+        let now = Instant::now();
+        let mut here = false;
+        for &h in hosts {
+            let Some(limit) = self.hosts[h].learned.limit(now) else {
+                continue;
+            };
+            let after = limit.saturating_sub(super::learned_idle::margin(limit));
+            for &place in &self.hosts[h].idle {
+                let Some(Some(cell)) = self.cells.get_mut(place as usize) else {
+                    continue;
+                };
+                let at = cell.since + after;
+                if cell.meta.idle_limit.is_some() || at >= cell.deadline {
+                    continue;
+                }
+                cell.deadline = at;
+                cell.reason = PoolCloseReason::LearnedTimeout;
+                let group = place as usize / GROUP;
+                if group == g {
+                    here = true;
+                } else if let Some(waker) = self.groups[group].waker.clone() {
+                    wake.push(waker);
+                }
+            }
+        }
+        here
+    }
+}
+
 /// A connection of the host closed: one more may be opened, by the first waiter if any.
 fn release_place<T>(host: &mut Host<T>) {
     while let Some(waiter) = host.waiters.pop_front() {
@@ -1072,9 +1197,12 @@ where
         }
         let places = g * GROUP..(g + 1) * GROUP;
         let mut fired = false;
+        let mut wake_groups: Vec<Waker> = Vec::new();
         loop {
             let now = Instant::now();
             let mut next: Option<Instant> = None;
+            // Hosts whose learned idle limit changed with a close seen here.
+            let mut relearned: Vec<usize> = Vec::new();
             for place in places.clone() {
                 let Some(Some(cell)) = state.cells.get_mut(place) else {
                     continue;
@@ -1100,6 +1228,12 @@ where
                         if let Some(cell) = state.evict(place) {
                             state.idle = state.idle.saturating_sub(1);
                             shared.stats.idle_changed(false, 1, state.idle);
+                            if shared.config.learn_idle_limits
+                                && cell.meta.idle_limit.is_none()
+                                && learn_from_close(state, &cell, reason, now)
+                            {
+                                relearned.push(cell.host as usize);
+                            }
                             closing.push((cell.io, reason));
                         }
                     }
@@ -1108,6 +1242,10 @@ where
                         next = Some(next.map_or(due, |n| n.min(due)));
                     }
                 }
+            }
+            if !relearned.is_empty() && state.apply_learned(&relearned, g, &mut wake_groups) {
+                // A deadline of this group moved earlier: look again.
+                continue;
             }
             let group = &mut state.groups[g];
             let Some(due) = next else {
@@ -1149,6 +1287,9 @@ where
             fired = true;
         }
         drop(guard);
+        for waker in wake_groups {
+            waker.wake();
+        }
         for (io, reason) in closing {
             tracing::debug!(reason = reason.name(), "closing idle pooled connection");
             shared.stats.closed(reason);

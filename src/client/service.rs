@@ -2,6 +2,7 @@ use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use http::uri::Uri;
 use http::{Method, Request, Response, Version};
@@ -277,6 +278,12 @@ where
     /// Idle connections pooled for the host of `uri`.
     pub fn idle_connections(&self, uri: &Uri) -> usize {
         PoolKey::of(uri).map_or(0, |key| self.inner.pool.idle_count(&key))
+    }
+
+    /// The idle limit learned for the host of `uri` from the server's own closes of idle
+    /// connections, when it advertises none (see [`ClientConfig::learn_server_idle_limits`]).
+    pub fn learned_idle_limit(&self, uri: &Uri) -> Option<Duration> {
+        PoolKey::of(uri).and_then(|key| self.inner.pool.learned_idle_limit(&key))
     }
 
     /// Sends a request (the same as `Service::call`, without the box). The future does not

@@ -10,6 +10,10 @@ pub enum PoolCloseReason {
     IdleTimeout,
     /// Closed a margin before the server's advertised `Keep-Alive: timeout=`.
     ServerTimeout,
+    /// Closed a margin before the idle limit learned from the server's own closes of idle
+    /// connections (a server that advertises none; see
+    /// [`PoolConfig::learn_idle_limits`](super::PoolConfig::learn_idle_limits)).
+    LearnedTimeout,
     /// The server's FIN arrived while the connection was idle.
     ServerFin,
     /// The server sent bytes on an idle connection (nobody asked for them).
@@ -38,9 +42,10 @@ pub enum PoolCloseReason {
 
 impl PoolCloseReason {
     /// Every reason, in a fixed order.
-    pub const ALL: [PoolCloseReason; 13] = [
+    pub const ALL: [PoolCloseReason; 14] = [
         PoolCloseReason::IdleTimeout,
         PoolCloseReason::ServerTimeout,
+        PoolCloseReason::LearnedTimeout,
         PoolCloseReason::ServerFin,
         PoolCloseReason::UnexpectedData,
         PoolCloseReason::ServerClose,
@@ -59,6 +64,7 @@ impl PoolCloseReason {
         match self {
             PoolCloseReason::IdleTimeout => "idle_timeout",
             PoolCloseReason::ServerTimeout => "server_timeout",
+            PoolCloseReason::LearnedTimeout => "learned_timeout",
             PoolCloseReason::ServerFin => "server_fin",
             PoolCloseReason::UnexpectedData => "unexpected_data",
             PoolCloseReason::ServerClose => "server_close",
