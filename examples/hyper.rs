@@ -14,7 +14,7 @@ use std::time::Duration;
 use http::{Request, Response};
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use keepalive::{KeepAliveLayer, ServerConfig};
 use tower::ServiceBuilder;
@@ -38,19 +38,26 @@ async fn main() -> std::io::Result<()> {
     );
 
     // A foreign server with the layer: `Keep-Alive: timeout=` and HTTP/1.0 negotiation only.
+    // hyper 1.x runs `header_read_timeout` on idle keep-alive connections too (it needs a
+    // timer): that is the idle limit this server enforces, so it is the one to advertise.
+    let idle = Duration::from_secs(30);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:3001").await?;
     println!(
         "hyper-util with KeepAliveLayer on {}",
         listener.local_addr()?
     );
     let service = ServiceBuilder::new()
-        .layer(KeepAliveLayer::new().idle_timeout(Duration::from_secs(30)))
+        .layer(KeepAliveLayer::new().idle_timeout(idle))
         .service_fn(hello);
     loop {
         let (stream, _) = listener.accept().await?;
         let service = TowerToHyperService::new(service.clone());
         tokio::spawn(async move {
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(idle);
             let _ = builder
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
