@@ -30,6 +30,10 @@ struct Args {
     /// Pause between a worker's requests.
     #[arg(long, default_value = "0ms", value_parser = parse_duration)]
     interval: Duration,
+    /// Learn the idle limit of a server that advertises none, from its closes (`false` to
+    /// compare).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    learn_idle_limits: bool,
     /// The pool's idle timeout.
     #[arg(long, default_value = "50s", value_parser = parse_duration)]
     idle_timeout: Duration,
@@ -37,8 +41,18 @@ struct Args {
 
 #[tokio::main]
 async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let args = Args::parse();
-    let client = Client::new(ClientConfig::new().idle_timeout(args.idle_timeout));
+    let client = Client::new(
+        ClientConfig::new()
+            .idle_timeout(args.idle_timeout)
+            .learn_server_idle_limits(args.learn_idle_limits),
+    );
     let per_worker = args.requests / args.concurrency.max(1);
     let mut workers = Vec::new();
     for _ in 0..args.concurrency.max(1) {

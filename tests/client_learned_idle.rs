@@ -183,3 +183,48 @@ async fn what_one_close_teaches_applies_to_connections_already_idle() {
     );
     assert_eq!(time_wait(server), (1, 1), "TIME_WAIT (server, client)");
 }
+
+/// The race the FIN watch cannot see: the server drops a connection just as the client reuses
+/// it (lighttpd, which checks its idle timers once a second, does this at a gap between its
+/// checks). The retried request succeeds, and the failure teaches the client the idle time
+/// the server did not keep: the next connection is closed by the client before it.
+#[tokio::test]
+async fn a_stale_reuse_teaches_the_idle_limit_too() {
+    use support::raw::{ok, RawServer, Reply};
+    let server = RawServer::start(|conn, index| match (conn, index) {
+        (0, 1) => Reply::SendReset(Vec::new()),
+        _ => Reply::Send(ok("ok")),
+    })
+    .await;
+    let url = server.url("/");
+    let client = Client::new(ClientConfig::new());
+    fetch(&client, &url).await;
+    // (A real idle gap, past the 1 s below which closes teach nothing.)
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    fetch(&client, &url).await;
+    let stats = client.stats().snapshot();
+    assert_eq!(
+        (
+            stats.opened,
+            stats.retries,
+            stats.closed(PoolCloseReason::Stale)
+        ),
+        (2, 1, 1),
+        "{}",
+        stats.to_json()
+    );
+    let learned = client
+        .learned_idle_limit(&url.parse().unwrap())
+        .expect("a limit learned from the stale reuse");
+    assert!(
+        learned >= Duration::from_millis(1300) && learned < Duration::from_secs(3),
+        "learned {learned:?}"
+    );
+    wait_until(
+        "the client closes the new connection first",
+        3 * SERVER_IDLE,
+        || closed(&client, PoolCloseReason::LearnedTimeout) == 1,
+    )
+    .await;
+    assert_eq!(client.idle_connections(&url.parse().unwrap()), 0);
+}

@@ -289,6 +289,9 @@ struct Meta {
     /// The server's idle limit, as last given ([`Reuse::idle_limit`]).
     idle_limit: Option<Duration>,
     uses_left: Option<u32>,
+    /// When its last idle period began (`None` for a new connection): a request that fails
+    /// on it as stale tells how long the server kept it.
+    idle_since: Option<Instant>,
 }
 
 impl Meta {
@@ -298,6 +301,7 @@ impl Meta {
             uses: 0,
             idle_limit: None,
             uses_left: None,
+            idle_since: None,
         }
     }
 }
@@ -794,7 +798,7 @@ where
                 self.shared.stats.idle_changed(false, 1, state.idle);
                 let Cell {
                     mut io,
-                    meta,
+                    mut meta,
                     since,
                     ..
                 } = cell;
@@ -833,6 +837,7 @@ where
                     dead.push(io);
                     continue;
                 }
+                meta.idle_since = Some(since);
                 found = Some(Pooled {
                     io,
                     history: History::new(
@@ -945,6 +950,8 @@ where
         // all under the lock below; one not counted yet is counted there.
         let counted = history.take_place().is_some();
         let mut meta = history.meta;
+        // (A waiter that gets it directly finds it not idle at all.)
+        meta.idle_since = None;
         if used {
             meta.uses = meta.uses.saturating_add(1);
         }
@@ -1097,9 +1104,33 @@ impl<K: Eq + Hash + Clone + Send + 'static, T: Idle> Pool<K, T> {
     /// it for `reason` and gives its place to the next waiter.
     pub fn discard(&self, mut history: History<T>, reason: PoolCloseReason) {
         self.shared.stats.closed(reason);
-        if let Some(h) = history.take_place() {
-            self.shared.release(h, None);
+        let Some(h) = history.take_place() else {
+            return;
+        };
+        let meta = history.meta;
+        if let (PoolCloseReason::Stale, true, None, Some(since)) = (
+            reason,
+            self.shared.config.learn_idle_limits,
+            meta.idle_limit,
+            meta.idle_since,
+        ) {
+            // The server closed it while it was idle, and the FIN watch could not see it in
+            // time: a close after the idle time it had.
+            let mut wake = Vec::new();
+            let mut state = lock(&self.shared.state);
+            release_place(&mut state.hosts[h]);
+            let now = Instant::now();
+            let idle = now.saturating_duration_since(since);
+            if state.hosts[h].learned.server_closed(idle, now) {
+                state.apply_learned(&[h], usize::MAX, &mut wake);
+            }
+            drop(state);
+            for waker in wake {
+                waker.wake();
+            }
+            return;
         }
+        self.shared.release(h, None);
     }
 }
 
@@ -1114,7 +1145,16 @@ fn learn_from_close<K, T>(
     let learned = &mut state.hosts[cell.host as usize].learned;
     let idle = now.saturating_duration_since(cell.since);
     match reason {
-        PoolCloseReason::ServerFin => learned.server_closed(idle, now),
+        PoolCloseReason::ServerFin => {
+            let changed = learned.server_closed(idle, now);
+            tracing::debug!(
+                idle_ms = idle.as_millis() as u64,
+                learned_ms = learned.limit(now).map(|l| l.as_millis() as u64),
+                changed,
+                "the server closed an idle connection"
+            );
+            changed
+        }
         // It reached the pool's own limit with the server still holding it.
         PoolCloseReason::IdleTimeout => {
             learned.server_held(idle, now);
