@@ -50,7 +50,7 @@ impl KeepAliveParams {
     /// Parses one header value such as `timeout=5, max=1000`.
     pub fn parse(value: &[u8]) -> Self {
         let mut params = KeepAliveParams::default();
-        for item in value.split(|&b| b == b',') {
+        for item in list_items(value) {
             let Some((name, val)) = split_param(item) else {
                 continue;
             };
@@ -124,8 +124,10 @@ fn split_param(item: &[u8]) -> Option<(&[u8], &[u8])> {
     Some((name, value))
 }
 
-/// Digits only (no sign, no spaces inside), at most 19 of them so the value fits a `u64`.
-fn parse_decimal(value: &[u8]) -> Option<u64> {
+/// Digits only (no sign, no spaces inside), at most 19 of them so the value fits a `u64`: the
+/// one decimal grammar of HTTP/1 (RFC 9110 `1*DIGIT`), for `Content-Length`, `Keep-Alive`'s
+/// parameters and ports alike.
+pub(crate) fn parse_decimal(value: &[u8]) -> Option<u64> {
     if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
         return None;
     }
@@ -136,16 +138,35 @@ fn parse_decimal(value: &[u8]) -> Option<u64> {
     )
 }
 
+/// The items of a comma-separated header value (`Connection`, `Transfer-Encoding`, ...),
+/// trimmed, the empty ones left out (RFC 9110 5.6.1).
+pub(crate) fn list_items(value: &[u8]) -> impl DoubleEndedIterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|item| !item.is_empty())
+}
+
+/// Whether an HTTP/1 message leaves its connection open, from its version and the `close` and
+/// `keep-alive` tokens of its `Connection` header (RFC 9112 9.3): HTTP/1.1 persists unless it
+/// says `close`, HTTP/1.0 only when it says `keep-alive` (and not `close`). `None` for other
+/// versions. The one decision the server's policy (for requests) and the client (for
+/// responses) both make.
+pub(crate) fn persists(version: http::Version, close: bool, keep_alive: bool) -> Option<bool> {
+    match version {
+        http::Version::HTTP_11 => Some(!close),
+        http::Version::HTTP_10 => Some(keep_alive && !close),
+        _ => None,
+    }
+}
+
 /// Whether any `Connection` header lists `token` (case-insensitive), e.g. `close` or
 /// `keep-alive`.
 pub fn connection_has(headers: &HeaderMap, token: &str) -> bool {
     // (No hashing of the name for a map with nothing in it: most requests a client sends.)
     !headers.is_empty()
         && headers.get_all(CONNECTION).iter().any(|value| {
-            value
-                .as_bytes()
-                .split(|&b| b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+            list_items(value.as_bytes()).any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
         })
 }
 

@@ -178,8 +178,7 @@ impl AfterResponse {
                 transfer_encoding = true;
             } else if name == CONNECTION {
                 for value in headers.get_all(CONNECTION) {
-                    for token in value.as_bytes().split(|&b| b == b',') {
-                        let token = token.trim_ascii();
+                    for token in crate::header::list_items(value.as_bytes()) {
                         close |= token.eq_ignore_ascii_case(b"close");
                         keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
                     }
@@ -198,11 +197,7 @@ impl AfterResponse {
         if transfer_encoding && (content_length || version == Version::HTTP_10) {
             return AfterResponse::Close(PoolCloseReason::Error);
         }
-        let close = match version {
-            Version::HTTP_11 => close,
-            Version::HTTP_10 => !keep_alive_token || close,
-            _ => true,
-        };
+        let close = !crate::header::persists(version, close, keep_alive_token).unwrap_or(false);
         // A body delimited by the close can never be followed by another response, whatever
         // `Connection: keep-alive` says.
         if close || framing == RespFraming::Close {

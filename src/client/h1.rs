@@ -146,10 +146,8 @@ pub(crate) fn push_chunk_size(out: &mut Vec<u8>, mut len: usize) {
 
 /// Whether the last coding of a `Transfer-Encoding` value is `chunked`.
 fn last_coding_is_chunked(value: &[u8]) -> bool {
-    value
-        .rsplit(|&b| b == b',')
-        .map(<[u8]>::trim_ascii)
-        .find(|coding| !coding.is_empty())
+    crate::header::list_items(value)
+        .next_back()
         .is_some_and(|coding| coding.eq_ignore_ascii_case(b"chunked"))
 }
 
@@ -157,13 +155,7 @@ fn last_coding_is_chunked(value: &[u8]) -> bool {
 fn parse_content_length(value: &[u8]) -> Option<u64> {
     let mut length = None;
     for item in value.split(|&b| b == b',') {
-        let item = item.trim_ascii();
-        if item.is_empty() || item.len() > 19 || !item.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        let n = item
-            .iter()
-            .fold(0u64, |n, &digit| n * 10 + u64::from(digit - b'0'));
+        let n = crate::header::parse_decimal(item.trim_ascii())?;
         match length {
             Some(previous) if previous != n => return None,
             _ => length = Some(n),
@@ -260,11 +252,8 @@ fn forbidden_in_trailers(name: &HeaderName) -> bool {
 /// Whether `name` is one of the fields the request's `Trailer` header lists.
 fn declared_in(declared: &[HeaderValue], name: &HeaderName) -> bool {
     declared.iter().any(|value| {
-        value.as_bytes().split(|&b| b == b',').any(|field| {
-            field
-                .trim_ascii()
-                .eq_ignore_ascii_case(name.as_str().as_bytes())
-        })
+        crate::header::list_items(value.as_bytes())
+            .any(|field| field.eq_ignore_ascii_case(name.as_str().as_bytes()))
     })
 }
 
@@ -323,11 +312,7 @@ pub(crate) fn encode_request_head(
                 content_length = Some(merge_content_length(content_length, value.as_bytes()));
             } else if name == TRANSFER_ENCODING {
                 // (The codings of every line, in order: chunked must come last, once.)
-                for coding in value.as_bytes().split(|&b| b == b',') {
-                    let coding = coding.trim_ascii();
-                    if coding.is_empty() {
-                        continue;
-                    }
+                for coding in crate::header::list_items(value.as_bytes()) {
                     if transfer_encoding == Some(true) {
                         return Err(ProtocolError(
                             "chunked is not the last transfer coding of the request",

@@ -96,14 +96,8 @@ impl PoolKey {
             None => (&whole[start..], None),
         };
         let port = port_str
-            .filter(|port| !port.is_empty() && port.len() <= 5)
-            .and_then(|port| {
-                let value = port.iter().try_fold(0u32, |value, &byte| {
-                    byte.is_ascii_digit()
-                        .then(|| value * 10 + u32::from(byte - b'0'))
-                })?;
-                u16::try_from(value).ok()
-            })
+            .and_then(crate::header::parse_decimal)
+            .and_then(|port| u16::try_from(port).ok())
             .unwrap_or(if https { 443 } else { 80 });
         let host = start..start + host_str.len();
         let host_hash = host_str

@@ -8,7 +8,7 @@ use http::header::{HeaderMap, HeaderValue, CONNECTION};
 use http::{Method, Request, StatusCode, Version};
 
 use super::CloseReason;
-use crate::header::{connection_has, KeepAliveParams, KEEP_ALIVE};
+use crate::header::{connection_has, persists, KeepAliveParams, KEEP_ALIVE};
 
 /// What matters about a request for the keep-alive decision.
 #[derive(Debug, Clone, Copy)]
@@ -36,10 +36,11 @@ impl RequestFacts {
         let headers = request.headers();
         let chunked = headers.contains_key(http::header::TRANSFER_ENCODING);
         let wants_close = match version {
-            Version::HTTP_10 => {
-                !connection_has(headers, "keep-alive") || connection_has(headers, "close")
+            Version::HTTP_10 | Version::HTTP_11 => {
+                let keep_alive =
+                    version == Version::HTTP_10 && connection_has(headers, "keep-alive");
+                persists(version, connection_has(headers, "close"), keep_alive) == Some(false)
             }
-            Version::HTTP_11 => connection_has(headers, "close"),
             _ => false,
         };
         RequestFacts {
@@ -54,8 +55,7 @@ impl RequestFacts {
             } else {
                 headers
                     .get(http::header::CONTENT_LENGTH)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse().ok())
+                    .and_then(|v| crate::header::parse_decimal(v.as_bytes().trim_ascii()))
             },
             chunked,
             ambiguous_framing: chunked && headers.contains_key(http::header::CONTENT_LENGTH),
