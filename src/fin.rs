@@ -6,10 +6,13 @@
 //!
 //! Two shapes of the same question live here:
 //!
-//! - [`idle_event`] for a connection nobody is using (a pooled client connection, a parked
-//!   server connection): it waits for readability and peeks one byte. Zero bytes is the peer's
-//!   FIN; any byte is a protocol violation (nobody asked for it). Both mean "close it now". It
-//!   is event-driven: no timer, no CPU while nothing happens.
+//! - [`idle_event`] for a connection nobody is using: it waits for readability and looks at one
+//!   byte. Zero bytes is the peer's FIN; any byte is a protocol violation (nobody asked for it)
+//!   on an idle client connection, or the next request on a parked server connection. It is
+//!   event-driven: no timer, no CPU while nothing happens. Two modes: [`poll_idle_event`]
+//!   peeks (a parked server connection, whose next byte must stay for hyper), and
+//!   [`poll_idle_read`] reads the byte (any stream, TLS included, which cannot peek: for idle
+//!   client connections in the pool, where a byte is never wanted).
 //! - [`ReadAhead`] for a connection in use whose reader has stopped reading (a server whose
 //!   handler runs while pipelined requests sit unread). It reads ahead into a small bounded
 //!   buffer of its own so that a FIN queued behind those bytes becomes visible, and hands the
@@ -20,7 +23,7 @@ use std::future::poll_fn;
 use std::io;
 use std::task::{ready, Context, Poll};
 
-use tokio::io::ReadBuf;
+use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::TcpStream;
 
 /// What happened on a connection that nobody was reading.
@@ -46,6 +49,27 @@ pub fn poll_idle_event(stream: &TcpStream, cx: &mut Context<'_>) -> Poll<IdleEve
     match ready!(stream.poll_peek(cx, &mut buf)) {
         Ok(0) => Poll::Ready(IdleEvent::PeerClosed),
         Ok(_) => Poll::Ready(IdleEvent::UnexpectedData),
+        Err(error) => Poll::Ready(IdleEvent::Error(error)),
+    }
+}
+
+/// Polls for the next [`IdleEvent`] on an idle stream of any kind by reading at most one byte
+/// (a TLS stream cannot peek). The byte, if one came, is consumed: only for connections on
+/// which any byte is a violation, such as idle pooled client connections. A TLS stream that
+/// reports the peer's FIN without its `close_notify` (`UnexpectedEof`) counts as
+/// [`IdleEvent::PeerClosed`].
+pub fn poll_idle_read<R: AsyncRead + Unpin + ?Sized>(
+    io: &mut R,
+    cx: &mut Context<'_>,
+) -> Poll<IdleEvent> {
+    let mut byte = [0u8; 1];
+    let mut buf = ReadBuf::new(&mut byte);
+    match ready!(std::pin::Pin::new(io).poll_read(cx, &mut buf)) {
+        Ok(()) if buf.filled().is_empty() => Poll::Ready(IdleEvent::PeerClosed),
+        Ok(()) => Poll::Ready(IdleEvent::UnexpectedData),
+        Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => {
+            Poll::Ready(IdleEvent::PeerClosed)
+        }
         Err(error) => Poll::Ready(IdleEvent::Error(error)),
     }
 }

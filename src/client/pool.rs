@@ -52,17 +52,17 @@ use std::collections::{HashMap, VecDeque};
 use std::future::{poll_fn, Future as _};
 use std::hash::Hash;
 use std::marker::PhantomData;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::task::{Context, Poll, Waker};
+use std::task::{ready, Context, Poll, Waker};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, ReadBuf};
+use tokio::io::AsyncRead;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::learned_idle::{IdlePlan, LearnedIdle};
 use super::stats::{ClientStats, PoolCloseReason};
+use crate::fin::IdleEvent;
 
 /// Limits of a [`Pool`].
 #[derive(Debug, Clone)]
@@ -369,20 +369,12 @@ pub trait Idle: Send + 'static {
 
 impl<T: AsyncRead + Unpin + Send + 'static> Idle for T {
     fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<PoolCloseReason> {
-        let mut byte = [0u8; 1];
-        let mut buf = ReadBuf::new(&mut byte);
-        match Pin::new(self).poll_read(cx, &mut buf) {
-            Poll::Ready(Ok(())) if buf.filled().is_empty() => {
-                Poll::Ready(PoolCloseReason::ServerFin)
-            }
-            Poll::Ready(Ok(())) => Poll::Ready(PoolCloseReason::UnexpectedData),
-            // A TLS stream reports the server's FIN without a close_notify so.
-            Poll::Ready(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                Poll::Ready(PoolCloseReason::ServerFin)
-            }
-            Poll::Ready(Err(_)) => Poll::Ready(PoolCloseReason::Error),
-            Poll::Pending => Poll::Pending,
-        }
+        // (The read mode of the one idle detector: a TLS stream cannot peek.)
+        Poll::Ready(match ready!(crate::fin::poll_idle_read(self, cx)) {
+            IdleEvent::PeerClosed => PoolCloseReason::ServerFin,
+            IdleEvent::UnexpectedData => PoolCloseReason::UnexpectedData,
+            _ => PoolCloseReason::Error,
+        })
     }
 }
 
