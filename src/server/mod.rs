@@ -31,6 +31,24 @@ use crate::BoxError;
 /// `http::Request<hyper::body::Incoming>` whose response body and errors can cross threads
 /// (an axum `Router`, `tower::service_fn(...)`, a `ServiceBuilder` stack). Implemented for every
 /// such service; it only names the bounds once.
+///
+/// [`serve`] states it, so a wrong argument is named where it is passed:
+///
+/// ```compile_fail,E0277
+/// # async fn run(listener: tokio::net::TcpListener) {
+/// #[derive(Clone)]
+/// struct AppState;
+/// let app: axum::Router<AppState> = axum::Router::new(); // no `.with_state(AppState)`
+/// // error: `Router<AppState>` is not a service `keepalive::serve` can run
+/// let _ = keepalive::serve(listener, app);
+/// # }
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a service `keepalive::serve` can run",
+    label = "not a tower `Service<http::Request<hyper::body::Incoming>>`",
+    note = "`serve` takes a cloneable tower service whose future is `Send + 'static` and whose response body is an `http_body::Body`",
+    note = "an axum `Router<S>` with state needs `.with_state(state)` first; pass the `Router` itself, not `into_make_service()`"
+)]
 pub trait HttpService:
     tower_service::Service<
         Request<Incoming>,

@@ -34,7 +34,7 @@ use super::{ServerConfig, ServerStats};
 ///     .await
 /// # }
 /// ```
-pub fn serve<S>(listener: TcpListener, service: S) -> Serve<S> {
+pub fn serve<S: HttpService>(listener: TcpListener, service: S) -> Serve<S> {
     Serve {
         listener,
         service,
