@@ -1,5 +1,5 @@
 //! Two ways to use the crate with plain hyper:
-//! - `keepalive::serve` with a tower `service_fn` (the full policy, on port 3000);
+//! - `keepalive::serve` with hyper's `service_fn` (the full policy, on port 3000);
 //! - hyper-util's own server with `KeepAliveLayer` (headers only, on port 3001).
 //!
 //! ```text
@@ -16,6 +16,7 @@ use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use keepalive::server::HyperToTowerService;
 use keepalive::{KeepAliveLayer, ServerConfig};
 use tower::ServiceBuilder;
 
@@ -32,9 +33,12 @@ async fn main() -> std::io::Result<()> {
     println!("keepalive::serve on {}", listener.local_addr()?);
     let config = ServerConfig::new().max_requests(100);
     tokio::spawn(
-        keepalive::serve(listener, tower::service_fn(hello))
-            .config(config)
-            .into_future(),
+        keepalive::serve(
+            listener,
+            HyperToTowerService::new(hyper::service::service_fn(hello)),
+        )
+        .config(config)
+        .into_future(),
     );
 
     // A foreign server with the layer: `Keep-Alive: timeout=` and HTTP/1.0 negotiation only.

@@ -10,6 +10,7 @@ mod connection;
 mod driver;
 mod handshake;
 mod http_io;
+mod hyper_service;
 mod layer;
 mod parking;
 mod peer_memory;
@@ -20,6 +21,7 @@ mod stats;
 
 pub use config::ServerConfig;
 pub use handshake::{Cleartext, Handshake, ServerIo};
+pub use hyper_service::HyperToTowerService;
 
 use http::{Request, Response};
 use http_body::Body;
@@ -47,6 +49,7 @@ use crate::BoxError;
     message = "`{Self}` is not a service `keepalive::serve` can run",
     label = "not a tower `Service<http::Request<hyper::body::Incoming>>`",
     note = "`serve` takes a cloneable tower service whose future is `Send + 'static` and whose response body is an `http_body::Body`",
+    note = "a hyper service (`hyper::service::service_fn`) goes in `keepalive::server::HyperToTowerService::new(...)`",
     note = "an axum `Router<S>` with state needs `.with_state(state)` first; pass the `Router` itself, not `into_make_service()`"
 )]
 pub trait HttpService:
