@@ -124,18 +124,19 @@ fn split_param(item: &[u8]) -> Option<(&[u8], &[u8])> {
     Some((name, value))
 }
 
-/// Digits only (no sign, no spaces inside), at most 19 of them so the value fits a `u64`: the
-/// one decimal grammar of HTTP/1 (RFC 9110 `1*DIGIT`), for `Content-Length`, `Keep-Alive`'s
-/// parameters and ports alike.
+/// Digits only (no sign, no spaces inside; leading zeros are digits like any other), `None`
+/// past `u64::MAX`: the one decimal grammar of HTTP/1 (RFC 9110 `1*DIGIT`), for
+/// `Content-Length`, chunk-free decimals, `Keep-Alive`'s parameters and ports alike.
 pub(crate) fn parse_decimal(value: &[u8]) -> Option<u64> {
-    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+    if value.is_empty() {
         return None;
     }
-    Some(
-        value
-            .iter()
-            .fold(0u64, |acc, &d| acc * 10 + u64::from(d - b'0')),
-    )
+    value.iter().try_fold(0u64, |n, &d| {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
 }
 
 /// The items of a comma-separated header value (`Connection`, `Transfer-Encoding`, ...),

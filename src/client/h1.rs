@@ -155,6 +155,7 @@ fn last_coding_is_chunked(value: &[u8]) -> bool {
 fn parse_content_length(value: &[u8]) -> Option<u64> {
     let mut length = None;
     for item in value.split(|&b| b == b',') {
+        // (Leading zeros are allowed, RFC 9110 8.6: `0005` is 5; past u64 is invalid.)
         let n = crate::header::parse_decimal(item.trim_ascii())?;
         match length {
             Some(previous) if previous != n => return None,
@@ -581,6 +582,7 @@ pub(crate) struct ChunkedDecoder {
     state: ChunkState,
     /// The chunk size being read, then what is left of the chunk's data.
     size: u64,
+    /// Digits of the size line read so far (saturating: only whether there is one matters).
     digits: u8,
     line: usize,
     /// Where the search for the trailer section's end stopped.
@@ -672,10 +674,16 @@ impl ChunkedDecoder {
                     self.line += 1;
                     match (byte as char).to_digit(16) {
                         Some(digit) => {
-                            if self.digits == 16 {
+                            // (Leading zeros are digits of the size too: `0005` is 5, RFC
+                            // 9112 7.1. Only a value past 64 bits overflows; the line is
+                            // bounded as its extensions are.)
+                            if self.size >> 60 != 0 {
                                 return Err(ProtocolError("a chunk size overflows"));
                             }
-                            self.digits += 1;
+                            if self.line > MAX_CHUNK_LINE {
+                                return Err(ProtocolError("a chunk size line is too long"));
+                            }
+                            self.digits = self.digits.saturating_add(1);
                             self.size = self.size << 4 | u64::from(digit);
                         }
                         None if self.digits == 0 => {
@@ -1036,6 +1044,43 @@ mod tests {
             );
         }
         assert!(decode_all(b"5\r\nhel", 2).is_err(), "cut");
+    }
+
+    /// Leading zeros are digits like any other (RFC 9112 7.1, RFC 9110 8.6): a zero-padded
+    /// chunk size or `Content-Length` longer than 16 or 19 digits is read as hyper reads it;
+    /// only a value past 64 bits, or a size line past its bound, is refused.
+    #[test]
+    fn leading_zeros_do_not_overflow() {
+        let zeros = "0".repeat(17);
+        let input = format!("{zeros}5\r\nhello\r\n{zeros}\r\n\r\n");
+        for step in [1, 4, 100] {
+            assert_eq!(
+                decode_all(input.as_bytes(), step).unwrap(),
+                (b"hello".to_vec(), None)
+            );
+        }
+        assert!(
+            decode_all(b"10000000000000000\r\n", 3).is_err(),
+            "17 digits"
+        );
+        assert_eq!(
+            decode_all(b"ffffffffffffffff\r\n", 3).unwrap_err(),
+            ProtocolError("cut"),
+            "16 digits fit"
+        );
+        let endless = format!("{}1\r\nx\r\n0\r\n\r\n", "0".repeat(MAX_CHUNK_LINE + 1));
+        assert!(
+            decode_all(endless.as_bytes(), 64).is_err(),
+            "an endless size line"
+        );
+
+        assert_eq!(parse_content_length(b"000000000000000000000005"), Some(5));
+        assert_eq!(parse_content_length(b"0005, 5"), Some(5));
+        assert_eq!(
+            parse_content_length(b"18446744073709551615"),
+            Some(u64::MAX)
+        );
+        assert_eq!(parse_content_length(b"18446744073709551616"), None);
     }
 }
 
