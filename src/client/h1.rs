@@ -439,6 +439,20 @@ pub(crate) struct ResponseHead {
     pub(crate) len: usize,
 }
 
+/// A folded header value with each obs-fold (optional whitespace, a line break, whitespace)
+/// replaced by one space (RFC 9112 5.2).
+fn unfold(value: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(at) = rest.iter().position(|&b| b == b'\r' || b == b'\n') {
+        out.extend_from_slice(rest[..at].trim_ascii_end());
+        out.push(b' ');
+        rest = rest[at..].trim_ascii_start();
+    }
+    out.extend_from_slice(rest);
+    out
+}
+
 /// What the start of a buffer holds.
 #[derive(Debug)]
 pub(crate) enum Parsed {
@@ -456,11 +470,10 @@ pub(crate) fn parse_response_head(
 ) -> Result<Option<Parsed>, ProtocolError> {
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut response = httparse::Response::new(&mut []);
-    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
-        &mut response,
-        buf,
-        &mut slots,
-    ) {
+    // RFC 9112 5.2: a user agent replaces an obs-fold in a response with spaces (below).
+    let mut config = httparse::ParserConfig::default();
+    config.allow_obsolete_multiline_headers_in_responses(true);
+    let len = match config.parse_response_with_uninit_headers(&mut response, buf, &mut slots) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => {
             return Err(ProtocolError("the response head is too large"))
@@ -499,12 +512,20 @@ pub(crate) fn parse_response_head(
         let name = HeaderName::from_bytes(header.name.as_bytes())
             .map_err(|_| ProtocolError("a response header name is invalid"))?;
         let start = header.value.as_ptr() as usize - base;
-        let value = HeaderValue::from_maybe_shared(shared.slice(start..start + header.value.len()))
-            .map_err(|_| ProtocolError("a response header value is invalid"))?;
+        let value =
+            match HeaderValue::from_maybe_shared(shared.slice(start..start + header.value.len())) {
+                Ok(value) => value,
+                // (Only a folded value has a CR or LF in it; the common case pays nothing.)
+                Err(_) if header.value.iter().any(|&b| b == b'\r' || b == b'\n') => {
+                    HeaderValue::from_bytes(&unfold(header.value))
+                        .map_err(|_| ProtocolError("a response header value is invalid"))?
+                }
+                Err(_) => return Err(ProtocolError("a response header value is invalid")),
+            };
         if name == CONTENT_LENGTH {
-            content_length = Some(merge_content_length(content_length, header.value));
+            content_length = Some(merge_content_length(content_length, value.as_bytes()));
         } else if name == TRANSFER_ENCODING {
-            chunked = Some(last_coding_is_chunked(header.value));
+            chunked = Some(last_coding_is_chunked(value.as_bytes()));
         }
         headers.append(name, value);
     }
@@ -919,6 +940,19 @@ mod tests {
             Ok(Some(Parsed::Head(head))) => head.framing,
             other => panic!("{other:?}"),
         }
+    }
+
+    /// RFC 9112 5.2: a folded line in a response is read as the value with spaces for the
+    /// fold (hyper refuses the head).
+    #[test]
+    fn an_obs_fold_in_a_response_becomes_a_space() {
+        let bytes =
+            b"HTTP/1.1 200 OK\r\nX-Folded: first  \r\n \t second\r\n\tthird\r\nContent-Length:\r\n 2\r\n\r\nok";
+        let Ok(Some(Parsed::Head(head))) = parse(bytes, false) else {
+            panic!()
+        };
+        assert_eq!(head.parts.headers["x-folded"], "first second third");
+        assert_eq!(head.framing, RespFraming::Length(2));
     }
 
     #[test]
