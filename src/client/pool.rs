@@ -442,6 +442,8 @@ struct Host<T> {
     idle: Vec<u32>,
     open: usize,
     waiters: VecDeque<oneshot::Sender<Handoff<T>>>,
+    /// Seen closing first after a `Connection: close` answer ([`LastAllowedRequest`](super::LastAllowedRequest)).
+    closes_first: bool,
 }
 
 impl<T> Default for Host<T> {
@@ -450,6 +452,7 @@ impl<T> Default for Host<T> {
             idle: Vec::new(),
             open: 0,
             waiters: VecDeque::new(),
+            closes_first: false,
         }
     }
 }
@@ -1029,6 +1032,23 @@ impl<K: Eq + Hash + Clone + Send + 'static, T: Idle> Pool<K, T> {
         self.shared.stats.closed(reason);
         if let Some(h) = history.take_place() {
             self.shared.release(h, None);
+        }
+    }
+}
+
+impl<K, T> Pool<K, T> {
+    /// Whether the host was seen closing first after a `Connection: close` answer.
+    pub(crate) fn closes_first(&self, host: HostId) -> bool {
+        lock(&self.shared.state)
+            .hosts
+            .get(host.0)
+            .is_some_and(|host| host.closes_first)
+    }
+
+    /// Remembers the host as one that closes first after its `Connection: close` answers.
+    pub(crate) fn learn_closes_first(&self, host: HostId) {
+        if let Some(host) = lock(&self.shared.state).hosts.get_mut(host.0) {
+            host.closes_first = true;
         }
     }
 }
