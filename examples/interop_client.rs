@@ -1,0 +1,764 @@
+//! The client against real servers (`benches/interop.sh` starts them and drives this): the
+//! crate's client, hyper-util's legacy client and reqwest, one JSON line per run on stdout.
+//!
+//! - `probe`: one raw request with `Connection: keep-alive`; what the server advertises.
+//! - `load`: `--duration` of back-to-back GETs on `--concurrency` workers: requests, errors,
+//!   connections opened against what the server's limit per connection forces, and which side
+//!   holds the TIME_WAIT of the connections closed.
+//! - `gaps`: `--requests` GETs one at a time, `--gap` apart (just under or just over the
+//!   server's idle timeout): failed requests, TIME_WAIT on each side, and how long the client
+//!   keeps a socket in CLOSE_WAIT after the server closes it (the kernel polled every 1 ms
+//!   through the whole run).
+//!
+//! Every run binds the client's sockets to its own `--source-ip` (any 127.0.0.0/8 address), so
+//! the kernel's view of one run never mixes with another's. Connections opened are counted at
+//! the client (the crate's stats; a counting connector for hyper-util and reqwest). TIME_WAIT
+//! on the client's side is the kernel's count (a client port in TIME_WAIT is not bound again);
+//! on the server's side it is the connections closed (opened, less those the client still has
+//! open) that left no TIME_WAIT on the client, or the kernel's count there
+//! (`server_time_wait_seen`) when larger (both sides hold one after a simultaneous close): the
+//! kernel's count alone misses those whose client port was bound again for a new connection
+//! while the server held its TIME_WAIT, which the new connection then replaced.
+//! Counted after a settle of at most `--settle` (no socket of the run in a closing state),
+//! before the client is dropped.
+//!
+//! ```text
+//! cargo build --release --example interop_client
+//! target/release/examples/interop_client probe --url http://127.0.0.21:8080/hello.txt
+//! target/release/examples/interop_client load --url http://127.0.0.21:8080/hello.txt \
+//!     --client keepalive --source-ip 127.3.0.1 --label apache --per-connection 21
+//! target/release/examples/interop_client gaps --url http://127.0.0.21:8080/hello.txt \
+//!     --client reqwest --source-ip 127.3.0.2 --label apache --gap 2100ms
+//! ```
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read as _, Write as _};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use http::{Request, Uri};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use keepalive::client::{Client, ClientConfig, ClientStatsSnapshot, LastAllowedRequest};
+use keepalive::tcp_state::{self, Filter, SocketEntry, TcpState};
+use serde_json::{json, Value};
+use support::parse_duration;
+
+#[derive(Parser, Debug)]
+#[command(about = "the crate's client, hyper-util and reqwest against a real server")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// One raw GET with `Connection: keep-alive`: the answer's Connection and Keep-Alive.
+    Probe {
+        #[arg(long)]
+        url: Uri,
+        #[arg(long, default_value = "")]
+        label: String,
+    },
+    /// Back-to-back GETs on several workers for a while.
+    Load {
+        #[command(flatten)]
+        run: RunArgs,
+        /// How long the load runs (at most 60 s).
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        duration: Duration,
+        /// Requests in flight at once (at most 64).
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        /// The most requests the server serves on one connection (`None`: no limit), to
+        /// compute the connections its limit forces.
+        #[arg(long)]
+        per_connection: Option<u64>,
+    },
+    /// GETs one at a time with an idle gap between them.
+    Gaps {
+        #[command(flatten)]
+        run: RunArgs,
+        /// The idle time between a response and the next request (at most 30 s).
+        #[arg(long, value_parser = parse_duration)]
+        gap: Duration,
+        /// Requests (at most 100).
+        #[arg(long, default_value_t = 6)]
+        requests: usize,
+    },
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    #[arg(long)]
+    url: Uri,
+    #[arg(long, value_enum)]
+    client: ClientKind,
+    /// The address the client's sockets are bound to (its own per run).
+    #[arg(long)]
+    source_ip: Ipv4Addr,
+    /// The server's name in the output.
+    #[arg(long, default_value = "")]
+    label: String,
+    /// The crate's client only: what it does with the last request a server allows.
+    #[arg(long, value_enum, default_value_t = Policy::Learn)]
+    last_request: Policy,
+    /// The longest wait, after the run, for the run's sockets to leave the closing states.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    settle: Duration,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+enum ClientKind {
+    Keepalive,
+    HyperUtil,
+    Reqwest,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Policy {
+    Send,
+    CloseInstead,
+    Learn,
+}
+
+impl Policy {
+    fn setting(self) -> LastAllowedRequest {
+        match self {
+            Policy::Send => LastAllowedRequest::Send,
+            Policy::CloseInstead => LastAllowedRequest::CloseInstead,
+            Policy::Learn => LastAllowedRequest::Learn,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Policy::Send => "send",
+            Policy::CloseInstead => "close-instead",
+            Policy::Learn => "learn",
+        }
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let line = match cli.command {
+        Cmd::Probe { url, label } => probe(&url, &label),
+        Cmd::Load {
+            run,
+            duration,
+            concurrency,
+            per_connection,
+        } => runtime.block_on(load(
+            &run,
+            duration.min(Duration::from_secs(60)),
+            concurrency.clamp(1, 64),
+            per_connection,
+        )),
+        Cmd::Gaps { run, gap, requests } => runtime.block_on(gaps(
+            &run,
+            gap.min(Duration::from_secs(30)),
+            requests.clamp(1, 100),
+        )),
+    };
+    println!("{line}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Clients
+
+/// The three clients behind one `get`, each bound to the run's source address, with the
+/// connections each opened (its connector's calls; the crate's client counts its own).
+struct AnyClient {
+    kind: Kinds,
+    connects: Arc<AtomicU64>,
+}
+
+enum Kinds {
+    Keepalive(Client<SourceConnector>),
+    HyperUtil(Box<hyper_util::client::legacy::Client<Counted<HttpConnector>, Empty<Bytes>>>),
+    Reqwest(reqwest::Client),
+}
+
+/// A connector that counts its calls (the connections a client opens; the kernel's view
+/// cannot tell them all apart: a client port whose TIME_WAIT is on the server's side may be
+/// bound again at once, and the new connection takes the old one's place there).
+#[derive(Clone)]
+struct Counted<S> {
+    inner: S,
+    connects: Arc<AtomicU64>,
+}
+
+impl<S: tower::Service<R>, R> tower::Service<R> for Counted<S> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: R) -> Self::Future {
+        self.connects.fetch_add(1, Ordering::Relaxed);
+        self.inner.call(request)
+    }
+}
+
+/// [`Counted`] as a layer (for reqwest's `connector_layer`).
+#[derive(Clone)]
+struct CountLayer(Arc<AtomicU64>);
+
+impl<S> tower::Layer<S> for CountLayer {
+    type Service = Counted<S>;
+
+    fn layer(&self, inner: S) -> Counted<S> {
+        Counted {
+            inner,
+            connects: self.0.clone(),
+        }
+    }
+}
+
+/// The crate's client's connector for this program: TCP from the run's source address, with
+/// the crate's socket options (`TCP_NODELAY` and keepalive).
+#[derive(Clone)]
+struct SourceConnector {
+    source: IpAddr,
+}
+
+impl tower::Service<Uri> for SourceConnector {
+    type Response = tokio::net::TcpStream;
+    type Error = std::io::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = std::io::Result<tokio::net::TcpStream>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let source = self.source;
+        Box::pin(async move {
+            let target = server_addr(&uri)?;
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            socket.bind(SocketAddr::new(source, 0))?;
+            let stream = socket.connect(target).await?;
+            keepalive::SocketOptions::default().apply(&stream)?;
+            Ok(stream)
+        })
+    }
+}
+
+/// The address of the URI's host and port (IPv4 only, as every server here listens).
+fn server_addr(uri: &Uri) -> std::io::Result<SocketAddr> {
+    let host = uri.host().unwrap_or("127.0.0.1");
+    let port = uri.port_u16().unwrap_or(80);
+    (host, port)
+        .to_socket_addrs()?
+        .find(SocketAddr::is_ipv4)
+        .ok_or_else(|| std::io::Error::other("no IPv4 address"))
+}
+
+impl AnyClient {
+    fn new(kind: ClientKind, source: Ipv4Addr, policy: Policy) -> AnyClient {
+        let source = IpAddr::V4(source);
+        let connects = Arc::new(AtomicU64::new(0));
+        let kind = match kind {
+            ClientKind::Keepalive => Kinds::Keepalive(Client::with_connector(
+                ClientConfig::new().last_allowed_request(policy.setting()),
+                SourceConnector { source },
+            )),
+            ClientKind::HyperUtil => {
+                let mut connector = HttpConnector::new();
+                connector.set_local_address(Some(source));
+                connector.set_nodelay(true);
+                let connector = Counted {
+                    inner: connector,
+                    connects: connects.clone(),
+                };
+                Kinds::HyperUtil(Box::new(
+                    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+                        .build(connector),
+                ))
+            }
+            ClientKind::Reqwest => Kinds::Reqwest(
+                reqwest::Client::builder()
+                    .local_address(source)
+                    .connector_layer(CountLayer(connects.clone()))
+                    .build()
+                    .expect("reqwest client"),
+            ),
+        };
+        AnyClient { kind, connects }
+    }
+
+    fn stats(&self) -> Option<ClientStatsSnapshot> {
+        match &self.kind {
+            Kinds::Keepalive(client) => Some(client.stats().snapshot()),
+            _ => None,
+        }
+    }
+
+    /// Connections opened.
+    fn opened(&self) -> u64 {
+        match self.stats() {
+            Some(stats) => stats.opened,
+            None => self.connects.load(Ordering::Relaxed),
+        }
+    }
+
+    /// GET `uri` and read the body to its end; the error text has its whole chain.
+    async fn get(&self, uri: &Uri) -> Result<Bytes, String> {
+        let empty = || {
+            Request::get(uri.clone())
+                .body(Empty::<Bytes>::new())
+                .map_err(|e| error_chain(&e))
+        };
+        match &self.kind {
+            Kinds::Keepalive(client) => {
+                let response = client
+                    .request(empty()?)
+                    .await
+                    .map_err(|e| format!("request: {}", error_chain(&e)))?;
+                let body = response.into_body().collect().await;
+                Ok(body
+                    .map_err(|e| format!("body: {}", error_chain(&e)))?
+                    .to_bytes())
+            }
+            Kinds::HyperUtil(client) => {
+                let response = client
+                    .request(empty()?)
+                    .await
+                    .map_err(|e| format!("request: {}", error_chain(&e)))?;
+                let body = response.into_body().collect().await;
+                Ok(body
+                    .map_err(|e| format!("body: {}", error_chain(&e)))?
+                    .to_bytes())
+            }
+            Kinds::Reqwest(client) => {
+                let response = client
+                    .get(uri.to_string())
+                    .send()
+                    .await
+                    .map_err(|e| format!("request: {}", error_chain(&e)))?;
+                response
+                    .bytes()
+                    .await
+                    .map_err(|e| format!("body: {}", error_chain(&e)))
+            }
+        }
+    }
+}
+
+/// An error and its sources, without repeating text a `Display` already includes.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut next = error.source();
+    while let Some(source) = next {
+        let more = source.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        next = source.source();
+    }
+    text
+}
+
+/// Failed requests by error text.
+#[derive(Default)]
+struct Errors(Mutex<BTreeMap<String, u64>>);
+
+impl Errors {
+    fn add(&self, error: String) {
+        let mut map = self.0.lock().unwrap();
+        // A bounded map: one entry per distinct text, at most 20.
+        if map.len() < 20 || map.contains_key(&error) {
+            *map.entry(error).or_default() += 1;
+        } else {
+            *map.entry("(other)".into()).or_default() += 1;
+        }
+    }
+
+    fn total(&self) -> u64 {
+        self.0.lock().unwrap().values().sum()
+    }
+
+    fn json(&self) -> Value {
+        json!(*self.0.lock().unwrap())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The kernel's view of a run
+
+/// The run's sockets, on both sides: the server's ends (local = the server, peer = the source
+/// address) and the client's (local address = the source address, peer = the server).
+#[derive(Default)]
+struct Census {
+    client_ports: BTreeSet<u16>,
+    server_side: BTreeMap<&'static str, usize>,
+    client_side: BTreeMap<&'static str, usize>,
+}
+
+impl Census {
+    fn take(server: SocketAddr, source: IpAddr) -> Census {
+        let mut census = Census::default();
+        let entries: Vec<SocketEntry> = tcp_state::sockets().unwrap_or_default();
+        for entry in entries {
+            if entry.local == server && entry.remote.ip() == source {
+                census.client_ports.insert(entry.remote.port());
+                *census.server_side.entry(entry.state.name()).or_default() += 1;
+            } else if entry.local.ip() == source && entry.remote == server {
+                census.client_ports.insert(entry.local.port());
+                *census.client_side.entry(entry.state.name()).or_default() += 1;
+            }
+        }
+        census
+    }
+
+    fn count(side: &BTreeMap<&'static str, usize>, state: TcpState) -> usize {
+        side.get(state.name()).copied().unwrap_or(0)
+    }
+
+    /// Sockets of the run still closing (a FIN sent or received, not yet done).
+    fn closing(&self) -> usize {
+        [&self.server_side, &self.client_side]
+            .iter()
+            .map(|side| {
+                [
+                    TcpState::FinWait1,
+                    TcpState::FinWait2,
+                    TcpState::CloseWait,
+                    TcpState::LastAck,
+                    TcpState::Closing,
+                ]
+                .iter()
+                .map(|&state| Self::count(side, state))
+                .sum::<usize>()
+            })
+            .sum()
+    }
+
+    /// Waits (at most `settle`) until no socket of the run is closing, and counts then.
+    async fn settled(server: SocketAddr, source: IpAddr, settle: Duration) -> (Census, bool) {
+        let deadline = Instant::now() + settle;
+        loop {
+            let census = Census::take(server, source);
+            let settled = census.closing() == 0;
+            if settled || Instant::now() >= deadline {
+                return (census, settled);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The figures of the run, `opened` being the connections the client opened: those not
+    /// open any more and not in TIME_WAIT on the client's side left theirs on the server's
+    /// (the kernel's count there is a lower bound, see [`Counted`]).
+    fn fields(&self, opened: u64, out: &mut serde_json::Map<String, Value>) {
+        let client_time_wait = Self::count(&self.client_side, TcpState::TimeWait);
+        let client_open = self.client_side.values().sum::<usize>() - client_time_wait;
+        let closed = opened.saturating_sub(client_open as u64);
+        out.insert("opened".into(), json!(opened));
+        out.insert("opened_ports".into(), json!(self.client_ports.len()));
+        out.insert("closed".into(), json!(closed));
+        // (Both sides hold one after a simultaneous close: the kernel's count may be the
+        // larger.)
+        let seen = Self::count(&self.server_side, TcpState::TimeWait) as u64;
+        let inferred = closed.saturating_sub(client_time_wait as u64);
+        out.insert("server_time_wait".into(), json!(inferred.max(seen)));
+        out.insert("server_time_wait_seen".into(), json!(seen));
+        out.insert("client_time_wait".into(), json!(client_time_wait));
+        out.insert("server_states".into(), json!(self.server_side));
+        out.insert("client_states".into(), json!(self.client_side));
+    }
+}
+
+/// Polls the client's sockets to the server every 1 ms on a thread of its own and times each
+/// stretch with at least one of them in CLOSE_WAIT (from the first read that shows one to the
+/// first that shows none).
+struct CloseWaitWatch {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<CloseWaitFigures>,
+}
+
+#[derive(Default)]
+struct CloseWaitFigures {
+    /// Stretches seen, and the longest, in microseconds.
+    episodes: u64,
+    longest_us: u64,
+    /// A stretch still going when the watch stopped.
+    open_at_end: bool,
+    /// Reads of the kernel's table, and their total time.
+    reads: u64,
+    read_us: u64,
+}
+
+impl CloseWaitWatch {
+    fn start(server: SocketAddr, source: IpAddr) -> CloseWaitWatch {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let filter = Filter::new()
+            .local_ip(source)
+            .remote_ip(server.ip())
+            .remote_port(server.port());
+        let thread = std::thread::spawn(move || {
+            let mut figures = CloseWaitFigures::default();
+            let mut since: Option<Instant> = None;
+            // Bounded: stops when told, or after 10 minutes.
+            let give_up = Instant::now() + Duration::from_secs(600);
+            while !stopped.load(Ordering::Relaxed) && Instant::now() < give_up {
+                let before = Instant::now();
+                let close_wait = tcp_state::count(filter).map_or(0, |c| c.close_wait());
+                let now = Instant::now();
+                figures.reads += 1;
+                figures.read_us += (now - before).as_micros() as u64;
+                match (close_wait > 0, since) {
+                    (true, None) => since = Some(now),
+                    (false, Some(start)) => {
+                        figures.episodes += 1;
+                        figures.longest_us =
+                            figures.longest_us.max((now - start).as_micros() as u64);
+                        since = None;
+                    }
+                    _ => {}
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            if let Some(start) = since {
+                figures.episodes += 1;
+                figures.open_at_end = true;
+                figures.longest_us = figures.longest_us.max(start.elapsed().as_micros() as u64);
+            }
+            figures
+        });
+        CloseWaitWatch { stop, thread }
+    }
+
+    fn finish(self) -> CloseWaitFigures {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap_or_default()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Runs
+
+/// The fields every run reports.
+fn header(scenario: &str, run: &RunArgs) -> serde_json::Map<String, Value> {
+    let mut out = serde_json::Map::new();
+    out.insert("scenario".into(), json!(scenario));
+    out.insert("label".into(), json!(run.label));
+    out.insert(
+        "client".into(),
+        json!(match run.client {
+            ClientKind::Keepalive => "keepalive",
+            ClientKind::HyperUtil => "hyper-util",
+            ClientKind::Reqwest => "reqwest",
+        }),
+    );
+    if run.client == ClientKind::Keepalive {
+        out.insert("policy".into(), json!(run.last_request.name()));
+    }
+    out.insert("url".into(), json!(run.url.to_string()));
+    out.insert("source_ip".into(), json!(run.source_ip.to_string()));
+    out
+}
+
+fn stats_fields(stats: Option<ClientStatsSnapshot>, out: &mut serde_json::Map<String, Value>) {
+    let Some(stats) = stats else { return };
+    let closes: BTreeMap<&str, u64> = keepalive::client::PoolCloseReason::ALL
+        .iter()
+        .map(|&reason| (reason.name(), stats.closed(reason)))
+        .filter(|&(_, n)| n > 0)
+        .collect();
+    out.insert("opened_stats".into(), json!(stats.opened));
+    out.insert("reused".into(), json!(stats.reused));
+    out.insert("retries".into(), json!(stats.retries));
+    out.insert("closes".into(), json!(closes));
+}
+
+async fn load(
+    run: &RunArgs,
+    duration: Duration,
+    concurrency: usize,
+    per_connection: Option<u64>,
+) -> Value {
+    let server = match server_addr(&run.url) {
+        Ok(addr) => addr,
+        Err(error) => return json!({"error": error.to_string()}),
+    };
+    let source = IpAddr::V4(run.source_ip);
+    let client = Arc::new(AnyClient::new(run.client, run.source_ip, run.last_request));
+    let requests = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(Errors::default());
+    let start = Instant::now();
+    let deadline = start + duration;
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (client, requests, errors) = (client.clone(), requests.clone(), errors.clone());
+            let uri = run.url.clone();
+            tokio::spawn(async move {
+                // Bounded in time and in count.
+                for _ in 0..10_000_000u64 {
+                    if Instant::now() >= deadline {
+                        break;
+                    }
+                    match client.get(&uri).await {
+                        Ok(_) => {}
+                        Err(error) => errors.add(error),
+                    }
+                    requests.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        let _ = worker.await;
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let (census, settled) = Census::settled(server, source, run.settle).await;
+    let requests = requests.load(Ordering::Relaxed);
+    let mut out = header("load", run);
+    out.insert("seconds".into(), json!((seconds * 100.0).round() / 100.0));
+    out.insert("concurrency".into(), json!(concurrency));
+    out.insert("requests".into(), json!(requests));
+    out.insert("rps".into(), json!((requests as f64 / seconds).round()));
+    out.insert("errors".into(), json!(errors.total()));
+    out.insert("error_kinds".into(), errors.json());
+    let opened = client.opened();
+    census.fields(opened, &mut out);
+    // The connections the server's limit forces: every worker needs one, and no connection
+    // carries more than the limit.
+    let forced = per_connection
+        .filter(|&limit| limit > 0)
+        .map_or(concurrency as u64, |limit| {
+            requests.div_ceil(limit).max(concurrency as u64)
+        });
+    out.insert("per_connection_limit".into(), json!(per_connection));
+    out.insert("forced".into(), json!(forced));
+    out.insert("excess".into(), json!(opened as i64 - forced as i64));
+    out.insert(
+        "requests_per_connection".into(),
+        json!(((requests as f64 / opened.max(1) as f64) * 100.0).round() / 100.0),
+    );
+    out.insert("settled".into(), json!(settled));
+    stats_fields(client.stats(), &mut out);
+    Value::Object(out)
+}
+
+async fn gaps(run: &RunArgs, gap: Duration, requests: usize) -> Value {
+    let server = match server_addr(&run.url) {
+        Ok(addr) => addr,
+        Err(error) => return json!({"error": error.to_string()}),
+    };
+    let source = IpAddr::V4(run.source_ip);
+    let client = AnyClient::new(run.client, run.source_ip, run.last_request);
+    let errors = Errors::default();
+    let watch = CloseWaitWatch::start(server, source);
+    let start = Instant::now();
+    for i in 0..requests {
+        if i > 0 {
+            tokio::time::sleep(gap).await;
+        }
+        if let Err(error) = client.get(&run.url).await {
+            errors.add(error);
+        }
+    }
+    // One more gap after the last request: the server's close of the last connection (or the
+    // client's) happens inside the watch too.
+    tokio::time::sleep(gap).await;
+    let seconds = start.elapsed().as_secs_f64();
+    let close_wait = watch.finish();
+    let (census, settled) = Census::settled(server, source, run.settle).await;
+    let mut out = header("gaps", run);
+    out.insert("gap_ms".into(), json!(gap.as_millis() as u64));
+    out.insert("seconds".into(), json!((seconds * 100.0).round() / 100.0));
+    out.insert("requests".into(), json!(requests));
+    out.insert("errors".into(), json!(errors.total()));
+    out.insert("error_kinds".into(), errors.json());
+    census.fields(client.opened(), &mut out);
+    out.insert("settled".into(), json!(settled));
+    out.insert("close_wait_episodes".into(), json!(close_wait.episodes));
+    out.insert(
+        "close_wait_longest_ms".into(),
+        json!((close_wait.longest_us as f64 / 10.0).round() / 100.0),
+    );
+    out.insert(
+        "close_wait_open_at_end".into(),
+        json!(close_wait.open_at_end),
+    );
+    out.insert(
+        "close_wait_read_ms".into(),
+        json!(
+            ((close_wait.read_us as f64 / close_wait.reads.max(1) as f64) / 10.0).round() / 100.0
+        ),
+    );
+    stats_fields(client.stats(), &mut out);
+    Value::Object(out)
+}
+
+/// One raw request with `Connection: keep-alive`, and the answer's keep-alive headers.
+fn probe(url: &Uri, label: &str) -> Value {
+    let result = (|| -> std::io::Result<String> {
+        let addr = server_addr(url)?;
+        let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let path = url.path_and_query().map_or("/", |p| p.as_str());
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: keep-alive\r\n\r\n",
+            url.authority().map_or("localhost", |a| a.as_str())
+        )?;
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        // Bounded: a head of at most 64 KiB.
+        while !head.ends_with(b"\r\n\r\n") && head.len() < 65_536 {
+            if stream.read(&mut byte)? == 0 {
+                break;
+            }
+            head.push(byte[0]);
+        }
+        Ok(String::from_utf8_lossy(&head).into_owned())
+    })();
+    let head = match result {
+        Ok(head) => head,
+        Err(error) => {
+            return json!({"scenario": "probe", "label": label, "error": error.to_string()})
+        }
+    };
+    let header = |name: &str| {
+        head.lines()
+            .filter_map(|line| line.split_once(':'))
+            .find(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim().to_owned())
+    };
+    json!({
+        "scenario": "probe",
+        "label": label,
+        "status_line": head.lines().next().unwrap_or(""),
+        "server": header("server"),
+        "connection": header("connection"),
+        "keep_alive": header("keep-alive"),
+    })
+}
