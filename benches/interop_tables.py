@@ -49,9 +49,10 @@ def time_wait(run):
 
 def close_wait(run):
     episodes = run.get("close_wait_episodes", 0)
-    period = run.get("close_wait_read_ms", 0) + 1
+    if run.get("close_wait_watch", "ok") != "ok":
+        return f"not watched ({run['close_wait_watch']})"
     if not episodes:
-        return f"none seen (sampled every {period:.1f} ms)"
+        return "none seen"
     longest = run.get("close_wait_longest_ms", 0)
     open_end = " (one still open at the end)" if run.get("close_wait_open_at_end") else ""
     return f"{longest:.2f} ms ({episodes} seen){open_end}"
@@ -165,8 +166,9 @@ def main(path):
         cw = max((r.get("close_wait_longest_ms", 0) for r in mine if r["scenario"] == "gaps"),
                  default=0)
         seen = sum(r.get("close_wait_episodes", 0) for r in mine if r["scenario"] == "gaps")
+        longest = f"{cw:.2f} ms ({seen} seen)" if seen else "none seen"
         print(f"| {label} | {errs} | {load_run['excess'] if load_run else '-'} | {tw} | "
-              f"{cw:.2f} ms ({seen} seen) |")
+              f"{longest} |")
     print()
 
 
