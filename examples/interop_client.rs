@@ -507,9 +507,11 @@ struct CloseWaitWatch {
 
 #[derive(Default)]
 struct CloseWaitFigures {
-    /// Sockets seen in CLOSE_WAIT, and the longest stretch, in microseconds.
+    /// Sockets seen in CLOSE_WAIT, the longest stretch, and the first 100 stretches, in
+    /// microseconds.
     episodes: u64,
     longest_us: u64,
+    stretches_us: Vec<u64>,
     /// A socket still in CLOSE_WAIT when the watch stopped.
     open_at_end: bool,
     /// Looks at one socket, and their total time.
@@ -569,9 +571,12 @@ impl CloseWaitWatch {
                         return true;
                     }
                     if let Some(start) = since.take() {
+                        let stretch = (now - start).as_micros() as u64;
                         figures.episodes += 1;
-                        figures.longest_us =
-                            figures.longest_us.max((now - start).as_micros() as u64);
+                        figures.longest_us = figures.longest_us.max(stretch);
+                        if figures.stretches_us.len() < 100 {
+                            figures.stretches_us.push(stretch);
+                        }
                     }
                     state == Some(TcpState::Established)
                 });
@@ -866,6 +871,7 @@ async fn gaps(run: &RunArgs, gap: Duration, requests: usize) -> Value {
         "close_wait_open_at_end".into(),
         json!(close_wait.open_at_end),
     );
+    out.insert("close_wait_us".into(), json!(close_wait.stretches_us));
     out.insert(
         "close_wait_look_us".into(),
         json!((close_wait.look_us as f64 / close_wait.looks.max(1) as f64).round()),
