@@ -2,6 +2,7 @@
 //! otherwise): `MaxKeepAliveRequests 2` on a loopback address of its own, so each connection
 //! answers `max=2`, `max=1`, then `Connection: close`, and Apache closes first after that last
 //! answer. The short version of the last-request figures in BENCHMARKS.md ("Interop").
+#![cfg(unix)]
 
 mod support;
 
