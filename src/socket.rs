@@ -194,7 +194,8 @@ pub fn smoothed_rtt(stream: &TcpStream) -> Option<Duration> {
     #[cfg(target_os = "linux")]
     {
         use std::os::fd::AsRawFd;
-        linux_tcp_info_rtt(stream.as_raw_fd())
+        linux_tcp_info(stream.as_raw_fd())
+            .map(|info| Duration::from_micros(u64::from(info.tcpi_rtt)))
     }
     #[cfg(not(target_os = "linux"))]
     {
@@ -203,14 +204,33 @@ pub fn smoothed_rtt(stream: &TcpStream) -> Option<Duration> {
     }
 }
 
-/// Reads `tcpi_rtt` (microseconds) through `getsockopt(TCP_INFO)`.
+/// Whether the peer's FIN has reached this socket while this end is still open: the kernel
+/// holds it in `CLOSE_WAIT` (`TCP_INFO`'s `tcpi_state`), so a close now leaves TIME_WAIT on
+/// the peer. Unlike a read, it sees the FIN behind bytes not read yet and needs no runtime
+/// wake-up. `false` where the platform has no `TCP_INFO` (everything but Linux here).
+pub(crate) fn peer_closed_first(stream: &TcpStream) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        use crate::tcp_state::TcpState;
+        use std::os::fd::AsRawFd;
+        let state = linux_tcp_info(stream.as_raw_fd()).map(|info| info.tcpi_state);
+        state.and_then(TcpState::from_kernel) == Some(TcpState::CloseWait)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = stream;
+        false
+    }
+}
+
+/// Reads the socket's `TCP_INFO` through `getsockopt`.
 ///
 /// The one `unsafe` block of the crate: `getsockopt` writes at most `len` bytes into a
 /// zeroed, properly aligned `libc::tcp_info` that lives on this stack frame, and the fd is
 /// borrowed from a live `TcpStream`.
 #[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
-fn linux_tcp_info_rtt(fd: std::os::fd::RawFd) -> Option<Duration> {
+fn linux_tcp_info(fd: std::os::fd::RawFd) -> Option<libc::tcp_info> {
     let mut info = std::mem::MaybeUninit::<libc::tcp_info>::zeroed();
     let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
     // SAFETY: see the function's doc comment.
@@ -228,8 +248,7 @@ fn linux_tcp_info_rtt(fd: std::os::fd::RawFd) -> Option<Duration> {
     }
     // SAFETY: zero-initialised and partly written by the kernel: every bit pattern is a valid
     // tcp_info (plain integers).
-    let info = unsafe { info.assume_init() };
-    Some(Duration::from_micros(u64::from(info.tcpi_rtt)))
+    Some(unsafe { info.assume_init() })
 }
 
 #[cfg(test)]

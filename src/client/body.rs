@@ -18,6 +18,7 @@ use super::conn::{ClientConn, Wire};
 use super::error::{Error, ErrorKind};
 use super::exchange::{SendError, Sender};
 use super::h1::{Chunk, ChunkedDecoder, ProtocolError, RespFraming};
+use super::last_request::LastAllowedRequest;
 use super::pool::{History, HostId, Pool, Reuse};
 use super::service::PoolKey;
 use super::stats::PoolCloseReason;
@@ -219,6 +220,7 @@ where
     history: Option<History<ClientConn<T>>>,
     margin: Option<Duration>,
     honour_server: bool,
+    last_request: LastAllowedRequest,
 }
 
 impl<T> Lease<T>
@@ -231,6 +233,7 @@ where
         history: History<ClientConn<T>>,
         margin: Option<Duration>,
         honour_server: bool,
+        last_request: LastAllowedRequest,
     ) -> Self {
         Lease {
             pool,
@@ -238,6 +241,7 @@ where
             history: Some(history),
             margin,
             honour_server,
+            last_request,
         }
     }
 
@@ -253,7 +257,12 @@ where
     /// says.
     pub(crate) fn give_back(&mut self, wire: Wire<T>, after: AfterResponse) {
         let keep_alive = match after {
-            AfterResponse::Close(reason) => return self.close(reason),
+            AfterResponse::Close(reason) => {
+                if reason == PoolCloseReason::ServerClose {
+                    self.learn_who_closes(&wire);
+                }
+                return self.close(reason);
+            }
             AfterResponse::Reuse { keep_alive } => keep_alive,
         };
         // Bytes after the response's end: nobody asked for them (and they must never be
@@ -278,9 +287,35 @@ where
                 .unwrap_or_else(|| (timeout / 4).min(Duration::from_secs(1)));
             timeout.saturating_sub(margin)
         });
+        // `max=1`: the next request is the last the server allows.
+        let uses_left = match keep_alive.max {
+            Some(1) if self.close_instead_of_last_request() => Some(0),
+            max => max,
+        };
         Reuse {
             idle_limit,
-            uses_left: keep_alive.max,
+            uses_left,
+        }
+    }
+
+    /// Whether to close rather than send the last request the server allows.
+    fn close_instead_of_last_request(&self) -> bool {
+        match self.last_request {
+            LastAllowedRequest::Send => false,
+            LastAllowedRequest::CloseInstead => true,
+            LastAllowedRequest::Learn => self.host.is_some_and(|host| self.pool.closes_first(host)),
+        }
+    }
+
+    /// A `Connection: close` answer came: under [`LastAllowedRequest::Learn`], a host whose
+    /// FIN is in already (it closes first, and keeps the TIME_WAIT) is remembered.
+    fn learn_who_closes(&self, wire: &Wire<T>) {
+        let Some(host) = self.host else { return };
+        if self.last_request == LastAllowedRequest::Learn
+            && super::last_request::server_closed_first(&wire.io)
+        {
+            tracing::debug!("the server closed first after its close answer: learned");
+            self.pool.learn_closes_first(host);
         }
     }
 }

@@ -14,7 +14,8 @@
 //! - The server is honoured: `Connection: close` ends the connection after that response, an
 //!   HTTP/1.0 response without keep-alive is not reused, `Keep-Alive: timeout=N` makes the
 //!   client close the idle connection a margin before N (so TIME_WAIT lands on the client and
-//!   the idle race cannot happen), `Keep-Alive: max=M` caps its uses.
+//!   the idle race cannot happen), `Keep-Alive: max=M` caps its uses (and the last use is
+//!   skipped for a host seen closing first after it: [`LastAllowedRequest`]).
 //! - An idle connection's FIN (or any unexpected byte) evicts and closes it at once.
 //! - A request that fails on a reused connection before any response byte is retried once on a
 //!   new connection when it is idempotent and its body is replayable; otherwise the error says
@@ -29,6 +30,7 @@ mod connector;
 mod error;
 mod exchange;
 mod h1;
+mod last_request;
 mod learned_idle;
 mod pool;
 mod service;
@@ -40,6 +42,7 @@ pub use body::ResponseBody;
 pub use config::ClientConfig;
 pub use connector::TcpConnector;
 pub use error::{Error, ErrorKind};
+pub use last_request::LastAllowedRequest;
 pub use pool::{Checkout, History, Idle, Pool, PoolConfig, Pooled, Reuse, Slot, WaitTimeout};
 pub use service::{Client, Connect, PoolKey};
 pub use stats::{ClientStats, ClientStatsSnapshot, PoolCloseReason};

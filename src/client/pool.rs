@@ -466,6 +466,8 @@ struct Host<T> {
     waiters: VecDeque<oneshot::Sender<Handoff<T>>>,
     /// The server's idle limit as learned from its closes (it advertises none).
     learned: LearnedIdle,
+    /// Seen closing first after a `Connection: close` answer ([`LastAllowedRequest`](super::LastAllowedRequest)).
+    closes_first: bool,
 }
 
 impl<T> Default for Host<T> {
@@ -475,6 +477,7 @@ impl<T> Default for Host<T> {
             open: 0,
             waiters: VecDeque::new(),
             learned: LearnedIdle::default(),
+            closes_first: false,
         }
     }
 }
@@ -1187,6 +1190,23 @@ impl<K, T> State<K, T> {
             }
         }
         here
+    }
+}
+
+impl<K, T> Pool<K, T> {
+    /// Whether the host was seen closing first after a `Connection: close` answer.
+    pub(crate) fn closes_first(&self, host: HostId) -> bool {
+        lock(&self.shared.state)
+            .hosts
+            .get(host.0)
+            .is_some_and(|host| host.closes_first)
+    }
+
+    /// Remembers the host as one that closes first after its `Connection: close` answers.
+    pub(crate) fn learn_closes_first(&self, host: HostId) {
+        if let Some(host) = lock(&self.shared.state).hosts.get_mut(host.0) {
+            host.closes_first = true;
+        }
     }
 }
 

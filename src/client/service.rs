@@ -590,6 +590,7 @@ where
         history,
         inner.config.keep_alive_margin,
         inner.config.honour_server_keep_alive,
+        inner.config.last_allowed_request,
     );
     let Some(wire) = conn.into_wire() else {
         unreachable!("the pool never hands out a moved connection");

@@ -23,7 +23,7 @@ pub enum PoolCloseReason {
     /// The request said `Connection: close`.
     ClientClose,
     /// The connection served its maximum number of requests (the pool's, or the server's
-    /// `Keep-Alive: max=`).
+    /// `Keep-Alive: max=`, or all but the last the server allows: [`LastAllowedRequest`](super::LastAllowedRequest)).
     MaxRequests,
     /// The connection reached its maximum lifetime.
     MaxLifetime,

@@ -28,6 +28,8 @@ pub enum Reply {
     /// Writes the first bytes; once `go` is notified writes the second (nobody asked for
     /// them), then reads on.
     SendThenLater(Vec<u8>, Vec<u8>, Arc<Notify>),
+    /// Writes the first bytes; once `go` is notified writes the second, then closes (a FIN).
+    SendThenClose(Vec<u8>, Vec<u8>, Arc<Notify>),
 }
 
 /// One request as the raw server read it.
@@ -163,6 +165,14 @@ async fn serve_raw(
                 if stream.write_all(&later).await.is_err() {
                     return;
                 }
+            }
+            Reply::SendThenClose(first, later, go) => {
+                if stream.write_all(&first).await.is_err() {
+                    return;
+                }
+                go.notified().await;
+                let _ = stream.write_all(&later).await;
+                return;
             }
         }
     }
