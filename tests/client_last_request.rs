@@ -223,3 +223,68 @@ async fn close_instead_costs_a_connection_in_three_against_the_crates_server() {
     .await;
     assert_eq!(server.server_side().time_wait(), 0);
 }
+
+/// A server that closes first after a request limit it never advertises (nginx's
+/// `keepalive_requests`, lighttpd's `max-keep-alive-requests`): its third request on every
+/// connection gets `Connection: close`, then its FIN. Seen twice at the same request number,
+/// the limit is learned: the next connection carries two requests and the client closes it
+/// first. (Before, every connection was sent its third request and the server closed first.)
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn the_default_learns_a_request_limit_the_server_does_not_advertise() {
+    let go = Arc::new(Notify::new());
+    let release = go.clone();
+    let server = RawServer::start(move |_, index| match index {
+        0 | 1 => Reply::Send(support::raw::ok("ok")),
+        _ => Reply::SendThenClose(CLOSE_HEAD.into(), b"ok".to_vec(), release.clone()),
+    })
+    .await;
+    let client = Client::new(ClientConfig::new());
+    let url = server.url("/");
+    for closed in 1..=2 {
+        for _ in 0..2 {
+            assert_eq!(fetch_ok(&client, &url).await, "ok");
+        }
+        // The close answer's head; its body comes with the server's FIN once let go, so the
+        // FIN is in before the client is done with the connection.
+        let request = Request::get(&url).body(Empty::<Bytes>::new()).unwrap();
+        let response = within("the close answer", client.request(request))
+            .await
+            .unwrap();
+        go.notify_one();
+        wait_until("the server's FIN at the client", SOON, || {
+            server.client_close_wait() == 1
+        })
+        .await;
+        let body = within("its body", response.into_body().collect())
+            .await
+            .unwrap()
+            .to_bytes();
+        assert_eq!(body, "ok");
+        wait_until("the connection closed", SOON, || {
+            client
+                .stats()
+                .snapshot()
+                .closed(PoolCloseReason::ServerClose)
+                == closed
+        })
+        .await;
+    }
+    for _ in 0..2 {
+        assert_eq!(fetch_ok(&client, &url).await, "ok");
+    }
+    assert_eq!(per_connection(&server), [3, 3, 2]);
+    let stats = client.stats().snapshot();
+    assert_eq!(
+        stats.closed(PoolCloseReason::MaxRequests),
+        1,
+        "{}",
+        stats.to_json()
+    );
+    wait_until("the third connection closed by the client", SOON, || {
+        client_side(server.addr).time_wait() == 1
+    })
+    .await;
+    let server_end = server_side(server.addr);
+    assert_eq!(server_end.time_wait(), 2, "server side: {server_end}");
+}

@@ -314,8 +314,15 @@ where
         if self.last_request == LastAllowedRequest::Learn
             && super::last_request::server_closed_first(&wire.io)
         {
-            tracing::debug!("the server closed first after its close answer: learned");
-            self.pool.learn_closes_first(host);
+            let request = self
+                .history
+                .as_ref()
+                .map_or(1, |h| h.uses().saturating_add(1));
+            tracing::debug!(
+                request,
+                "the server closed first after its close answer: learned"
+            );
+            self.pool.learn_closes_first(host, request);
         }
     }
 }

@@ -224,6 +224,11 @@ impl<T> History<T> {
         }
     }
 
+    /// How many times the connection was used before its current use.
+    pub(crate) fn uses(&self) -> u32 {
+        self.meta.uses
+    }
+
     /// Hands its place on (to the idle list, a waiter, or a release): no longer given back
     /// on drop. `None` when it held none.
     fn take_place(&mut self) -> Option<usize> {
@@ -468,6 +473,12 @@ struct Host<T> {
     learned: LearnedIdle,
     /// Seen closing first after a `Connection: close` answer ([`LastAllowedRequest`](super::LastAllowedRequest)).
     closes_first: bool,
+    /// The request number of the last such answer (a server that does not advertise its
+    /// request limit: nginx's `keepalive_requests`, lighttpd).
+    closed_at_request: Option<u32>,
+    /// Uses after which its connections are retired: one less than the request number seen
+    /// answered with close twice in a row.
+    retire_after: Option<u32>,
 }
 
 impl<T> Default for Host<T> {
@@ -478,6 +489,8 @@ impl<T> Default for Host<T> {
             waiters: VecDeque::new(),
             learned: LearnedIdle::default(),
             closes_first: false,
+            closed_at_request: None,
+            retire_after: None,
         }
     }
 }
@@ -1000,6 +1013,10 @@ where
                 }
             }
         }
+        let retire = retire.or_else(|| {
+            let max = state.hosts[h].retire_after?;
+            (meta.uses >= max).then_some(PoolCloseReason::MaxRequests)
+        });
         let mut io = io;
         // Before a waiter gets it, the look a checkout gives an idle connection: bytes or a
         // FIN already there must not become the waiter's answer.
@@ -1202,10 +1219,18 @@ impl<K, T> Pool<K, T> {
             .is_some_and(|host| host.closes_first)
     }
 
-    /// Remembers the host as one that closes first after its `Connection: close` answers.
-    pub(crate) fn learn_closes_first(&self, host: HostId) {
+    /// Remembers the host as one that closes first after its `Connection: close` answers,
+    /// here to the request numbered `request` on its connection. The same number twice in a
+    /// row is the server's request limit (one it does not advertise, as nginx's
+    /// `keepalive_requests`): its connections are then retired one request before it, so that
+    /// the client closes first.
+    pub(crate) fn learn_closes_first(&self, host: HostId, request: u32) {
         if let Some(host) = lock(&self.shared.state).hosts.get_mut(host.0) {
             host.closes_first = true;
+            if request >= 2 && host.closed_at_request == Some(request) {
+                host.retire_after = Some(request - 1);
+            }
+            host.closed_at_request = Some(request);
         }
     }
 }
