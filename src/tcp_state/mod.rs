@@ -24,6 +24,9 @@
 //! a pure parser and works everywhere. The tables list the sockets of the calling process's
 //! network namespace, from every process in it.
 
+#[cfg(target_os = "linux")]
+mod sock_diag;
+
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -316,7 +319,7 @@ pub fn sockets() -> io::Result<Vec<SocketEntry>> {
 /// Linux.
 pub fn count(filter: Filter) -> io::Result<StateCounts> {
     #[cfg(target_os = "linux")]
-    if let Ok(counts) = crate::sock_diag::count(&filter) {
+    if let Ok(counts) = sock_diag::count(&filter) {
         return Ok(counts);
     }
     count_proc(filter)
@@ -330,7 +333,7 @@ pub fn count(filter: Filter) -> io::Result<StateCounts> {
 pub fn count_sock_diag(filter: Filter) -> io::Result<StateCounts> {
     #[cfg(target_os = "linux")]
     {
-        crate::sock_diag::count(&filter)
+        sock_diag::count(&filter)
     }
     #[cfg(not(target_os = "linux"))]
     {
