@@ -4,22 +4,15 @@
 //! See the [crate docs](crate) for what each does, the table of what the layer can do on its
 //! own, and every case where the server still closes first.
 
-mod body_progress;
 mod config;
-mod connection;
-mod driver;
-mod handshake;
-mod http_io;
+mod conn;
 mod layer;
-mod parking;
-mod peer_memory;
 mod policy;
 mod serve;
-mod service;
 mod stats;
 
 pub use config::ServerConfig;
-pub use handshake::{Cleartext, Handshake, ServerIo};
+pub use conn::{Cleartext, Handshake, ServerIo, TrackedBody};
 
 use http::{Request, Response};
 use http_body::Body;
@@ -58,5 +51,4 @@ where
 }
 pub use layer::{KeepAlive, KeepAliveLayer, ResponseFuture};
 pub use serve::{serve, Serve, WithGracefulShutdown};
-pub use service::TrackedBody;
 pub use stats::{CloseReason, ServerStats, StatsSnapshot};

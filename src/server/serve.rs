@@ -8,8 +8,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
-use super::driver::{spawn_connection, ConnContext, Stage};
-use super::handshake::{Cleartext, Handshake};
+use super::conn::{spawn_connection, Cleartext, ConnContext, Handshake, Stage};
 use super::HttpService;
 use super::{ServerConfig, ServerStats};
 

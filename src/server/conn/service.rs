@@ -13,13 +13,13 @@ use pin_project_lite::pin_project;
 use tower::util::Oneshot;
 use tower::ServiceExt;
 
-use super::connection::Shared;
-use super::policy::RequestFacts;
+use super::state::Shared;
+use crate::server::policy::RequestFacts;
 
 /// Marks requests whose connection is run by the crate's serve, so a [`KeepAliveLayer`]
 /// further in leaves the headers to the serve.
 ///
-/// [`KeepAliveLayer`]: super::KeepAliveLayer
+/// [`KeepAliveLayer`]: crate::server::KeepAliveLayer
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ServedByKeepalive;
 

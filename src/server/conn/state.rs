@@ -22,9 +22,9 @@ use tokio::time::{Instant, Sleep};
 use super::body_progress::BodyProgress;
 use super::driver::ConnContext;
 use super::peer_memory::Wait;
-use super::policy::{Budget, Policy, RequestFacts, Verdict};
-use super::CloseReason;
 use crate::fin::{Fill, ReadAhead};
+use crate::server::policy::{Budget, Policy, RequestFacts, Verdict};
+use crate::server::CloseReason;
 use crate::socket;
 
 /// How much a busy connection reads ahead to watch for the client's FIN behind pipelined bytes.

@@ -17,16 +17,16 @@ use tokio::sync::{watch, OwnedSemaphorePermit};
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::connection::{ConnIo, Phase, Shared};
 use super::handshake::{Handshake, ServerIo};
 use super::http_io::HttpIo;
 use super::parking::{Parked, ParkingLot};
 use super::peer_memory::PeerMemory;
-use super::policy::Policy;
 use super::service::ConnService;
-use super::HttpService;
-use super::{CloseReason, ServerConfig, ServerStats};
+use super::state::{ConnIo, Phase, Shared};
 use crate::fin::{self, Fill, IdleEvent};
+use crate::server::policy::Policy;
+use crate::server::HttpService;
+use crate::server::{CloseReason, ServerConfig, ServerStats};
 
 /// Where a graceful shutdown is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

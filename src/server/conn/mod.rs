@@ -1,0 +1,16 @@
+//! One server connection, from the accepted socket to its close.
+
+mod body_progress;
+mod driver;
+mod handshake;
+mod http_io;
+mod parking;
+mod peer_memory;
+mod service;
+mod state;
+
+pub use handshake::{Cleartext, Handshake, ServerIo};
+pub use service::TrackedBody;
+
+pub(crate) use driver::{spawn_connection, ConnContext, Stage};
+pub(crate) use service::ServedByKeepalive;
