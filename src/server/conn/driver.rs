@@ -17,71 +17,15 @@ use tokio::sync::{watch, OwnedSemaphorePermit};
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use super::context::ConnContext;
 use super::handshake::{Handshake, ServerIo};
 use super::http_io::HttpIo;
-use super::parking::{Parked, ParkingLot};
-use super::peer_memory::PeerMemory;
+use super::parking::{Parked, Stage};
 use super::service::ConnService;
 use super::state::{ConnIo, Phase, Shared};
 use crate::fin::{self, Fill, IdleEvent};
-use crate::server::policy::Policy;
+use crate::server::CloseReason;
 use crate::server::HttpService;
-use crate::server::{CloseReason, ServerConfig, ServerStats};
-
-/// Where a graceful shutdown is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum Stage {
-    Running,
-    Draining,
-    Forcing,
-}
-
-impl Stage {
-    pub(crate) fn from_u8(value: u8) -> Stage {
-        match value {
-            0 => Stage::Running,
-            1 => Stage::Draining,
-            _ => Stage::Forcing,
-        }
-    }
-}
-
-/// What the server hands each connection task.
-#[derive(Debug)]
-pub(crate) struct ConnContext {
-    pub(crate) config: Arc<ServerConfig>,
-    pub(crate) stats: ServerStats,
-    pub(crate) http1: http1::Builder,
-    pub(crate) policy: Policy,
-    pub(crate) peers: PeerMemory,
-    pub(crate) parking: ParkingLot,
-}
-
-impl ConnContext {
-    pub(crate) fn new(config: ServerConfig, stats: ServerStats) -> Self {
-        let mut http1 = http1::Builder::new();
-        http1
-            .keep_alive(true)
-            // hyper's own FIN check mid-request (it reads the FIN once its buffer is empty and
-            // ends the connection) is kept; `Shared::client_left` decides first, and the FIN is
-            // held back from hyper while a request complete before it runs.
-            .half_close(false)
-            // Our own header timeout counts from a head's first byte instead.
-            .header_read_timeout(None);
-        let policy = Policy {
-            idle_timeout: Some(config.idle_timeout),
-            advertise: config.advertise,
-        };
-        ConnContext {
-            config: Arc::new(config),
-            stats,
-            http1,
-            policy,
-            peers: PeerMemory::default(),
-            parking: ParkingLot::default(),
-        }
-    }
-}
 
 enum Event {
     Finished(Result<(), hyper::Error>),
@@ -203,6 +147,8 @@ struct Conn<T, S: HttpService> {
     http: Http<T, S>,
     /// A graceful shutdown waits for every receiver to be dropped: held until the connection is
     /// done (the stage itself is read from the server's [`ParkingLot`]).
+    ///
+    /// [`ParkingLot`]: super::parking::ParkingLot
     _alive: watch::Receiver<Stage>,
     current_stage: Stage,
     /// The server's `max_connections` slot, given back when the connection is done.
@@ -482,6 +428,8 @@ impl<T: Stream, S: HttpService> Conn<T, S> {
     /// client's FIN, the idle deadline or a shutdown. Small on purpose: with the connection
     /// itself, this is all a parked connection's task holds (the shutdown is watched through
     /// the server's [`ParkingLot`], not a future of its own).
+    ///
+    /// [`ParkingLot`]: super::parking::ParkingLot
     async fn park_wait(&mut self) -> Outcome {
         let Conn {
             shared,

@@ -17,8 +17,8 @@ use super::state::ConnIo;
 ///
 /// With the feature `rustls`, `tokio_rustls::TlsAcceptor` implements it. Any other TLS stack
 /// can: wrap the given [`ServerIo`] in its stream. The handshake must finish within the
-/// server's [`header_timeout`](crate::server::ServerConfig::header_timeout), or the connection is closed
-/// ([`CloseReason::Handshake`](crate::server::CloseReason::Handshake)).
+/// server's [`header_timeout`](crate::server::ServerConfig::header_timeout), or the connection
+/// is closed ([`CloseReason::Handshake`](crate::server::CloseReason::Handshake)).
 ///
 /// ```no_run
 /// # #[cfg(feature = "rustls")]

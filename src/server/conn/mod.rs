@@ -1,6 +1,7 @@
 //! One server connection, from the accepted socket to its close.
 
 mod body_progress;
+mod context;
 mod driver;
 mod handshake;
 mod http_io;
@@ -12,5 +13,7 @@ mod state;
 pub use handshake::{Cleartext, Handshake, ServerIo};
 pub use service::TrackedBody;
 
-pub(crate) use driver::{spawn_connection, ConnContext, Stage};
+pub(crate) use context::ConnContext;
+pub(crate) use driver::spawn_connection;
+pub(crate) use parking::Stage;
 pub(crate) use service::ServedByKeepalive;

@@ -20,7 +20,7 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
 use super::body_progress::BodyProgress;
-use super::driver::ConnContext;
+use super::context::ConnContext;
 use super::peer_memory::Wait;
 use crate::fin::{Fill, ReadAhead};
 use crate::server::policy::{Budget, Policy, RequestFacts, Verdict};
