@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::state::ConnIo;
+use super::io::ConnIo;
 
 /// Turns an accepted connection's socket into the stream hyper serves HTTP/1 on: a TLS
 /// handshake, usually. Give it to [`Serve::handshake`](crate::server::Serve::handshake).
