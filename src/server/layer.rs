@@ -9,8 +9,7 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::conn::ServedByKeepalive;
-use super::policy::{Budget, Policy, RequestFacts, Verdict};
+use super::policy::{Budget, Policy, RequestFacts, ServedByKeepalive, Verdict};
 
 /// A tower layer that applies the keep-alive header policy under any HTTP/1 server.
 ///

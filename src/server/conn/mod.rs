@@ -17,4 +17,3 @@ pub use service::TrackedBody;
 pub(crate) use context::ConnContext;
 pub(crate) use driver::spawn_connection;
 pub(crate) use parking::Stage;
-pub(crate) use service::ServedByKeepalive;

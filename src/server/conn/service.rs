@@ -14,14 +14,7 @@ use tower::util::Oneshot;
 use tower::ServiceExt;
 
 use super::state::Shared;
-use crate::server::policy::RequestFacts;
-
-/// Marks requests whose connection is run by the crate's serve, so a [`KeepAliveLayer`]
-/// further in leaves the headers to the serve.
-///
-/// [`KeepAliveLayer`]: crate::server::KeepAliveLayer
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ServedByKeepalive;
+use crate::server::policy::{RequestFacts, ServedByKeepalive};
 
 /// See the module docs.
 #[derive(Debug)]
