@@ -8,8 +8,9 @@ use hyper::server::conn::http1;
 
 use super::parking::ParkingLot;
 use super::peer_memory::PeerMemory;
+use crate::server::config::ServerConfig;
 use crate::server::policy::Policy;
-use crate::server::{ServerConfig, ServerStats};
+use crate::server::stats::ServerStats;
 
 /// What the server hands each connection task.
 #[derive(Debug)]

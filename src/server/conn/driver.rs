@@ -23,10 +23,10 @@ use super::http_io::HttpIo;
 use super::io::ConnIo;
 use super::parking::{Parked, Stage};
 use super::service::ConnService;
+use super::service::HttpService;
 use super::state::{Phase, Shared};
 use crate::fin::{self, Fill, IdleEvent};
-use crate::server::CloseReason;
-use crate::server::HttpService;
+use crate::server::stats::CloseReason;
 
 enum Event {
     Finished(Result<(), hyper::Error>),

@@ -12,7 +12,7 @@ mod service;
 mod state;
 
 pub use handshake::{Cleartext, Handshake, ServerIo};
-pub use service::TrackedBody;
+pub use service::{HttpService, TrackedBody};
 
 pub(crate) use context::ConnContext;
 pub(crate) use driver::spawn_connection;

@@ -22,7 +22,7 @@ use super::body_progress::BodyProgress;
 use super::context::ConnContext;
 use crate::fin::{Fill, ReadAhead};
 use crate::server::policy::{Budget, Policy, RequestFacts, Verdict};
-use crate::server::CloseReason;
+use crate::server::stats::CloseReason;
 
 /// How much a busy connection reads ahead to watch for the client's FIN behind pipelined bytes.
 const READ_AHEAD_LIMIT: usize = 64 * 1024;
