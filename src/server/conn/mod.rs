@@ -5,6 +5,7 @@ mod context;
 mod driver;
 mod handshake;
 mod http_io;
+mod hyper_side;
 mod io;
 mod parking;
 mod peer_memory;
