@@ -4,6 +4,11 @@
 //! Everything here is touched from the connection's own task only (hyper polls the service and
 //! the IO inline), so the mutex is never contended; it is there so the pieces can be owned by
 //! hyper and the driver at once without `unsafe`.
+//!
+//! Over 500 lines and kept whole: `Shared`'s methods are the transitions of one `State` under
+//! its one lock, called from the service, the IO and the driver, and each reads and sets the
+//! same fields (the phase, the read-ahead, the body's progress). Split by caller, a
+//! transition would stand apart from the others it must agree with.
 
 use std::io;
 use std::net::IpAddr;

@@ -12,7 +12,7 @@ use pin_project_lite::pin_project;
 use crate::server::policy::{Budget, Policy, RequestFacts, Verdict};
 
 pin_project! {
-    /// The response future of [`KeepAlive`].
+    /// The response future of [`KeepAlive`](super::KeepAlive).
     #[derive(Debug)]
     #[must_use = "futures do nothing unless polled"]
     pub struct ResponseFuture<F> {
