@@ -189,8 +189,6 @@ pub mod export;
 pub mod fin;
 pub mod header;
 pub mod server;
-#[cfg(target_os = "linux")]
-mod sock_diag;
 pub mod socket;
 pub mod tcp_state;
 

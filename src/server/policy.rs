@@ -7,8 +7,15 @@ use std::time::Duration;
 use http::header::{HeaderMap, HeaderValue, CONNECTION};
 use http::{Method, Request, StatusCode, Version};
 
-use super::CloseReason;
+use super::stats::CloseReason;
 use crate::header::{connection_has, persists, KeepAliveParams, KEEP_ALIVE};
+
+/// Marks requests whose connection is run by the crate's serve, so a [`KeepAliveLayer`]
+/// further in leaves the headers to the serve.
+///
+/// [`KeepAliveLayer`]: super::KeepAliveLayer
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ServedByKeepalive;
 
 /// What matters about a request for the keep-alive decision.
 #[derive(Debug, Clone, Copy)]

@@ -8,10 +8,9 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
-use super::driver::{spawn_connection, ConnContext, Stage};
-use super::handshake::{Cleartext, Handshake};
-use super::HttpService;
-use super::{ServerConfig, ServerStats};
+use super::config::ServerConfig;
+use super::conn::{spawn_connection, Cleartext, ConnContext, Handshake, HttpService, Stage};
+use super::stats::{CloseReason, ServerStats};
 
 /// Serves `service` on `listener` with the keep-alive policy of [`ServerConfig`]: the drop-in
 /// replacement for `axum::serve(listener, app)`.
@@ -225,8 +224,7 @@ where
         let _ = stage_tx.send(Stage::Forcing);
         stage_tx.closed().await;
     }
-    let forced = stats.snapshot().closed(super::CloseReason::Forced)
-        - before.closed(super::CloseReason::Forced);
+    let forced = stats.snapshot().closed(CloseReason::Forced) - before.closed(CloseReason::Forced);
     tracing::info!(forced, "graceful shutdown done");
     Ok(())
 }

@@ -6,7 +6,7 @@
 //! arrives it looks for the head's end (the first empty line), and when the request starts its
 //! `Content-Length` says where the body ends. From then until the body has arrived, every byte
 //! received counts as progress, and silence longer than the idle timeout closes the connection
-//! ([`CloseReason::BodyTimeout`](super::CloseReason::BodyTimeout)).
+//! ([`CloseReason::BodyTimeout`](crate::server::CloseReason::BodyTimeout)).
 //!
 //! It fails open: chunked bodies, and requests whose head was not seen from its first byte (one
 //! pipelined behind another), are not timed. Once the response starts, the body no longer is.

@@ -1,31 +1,33 @@
 //! The state one server connection shares between its driver, its IO (what hyper reads and
-//! writes) and its per-connection service, and the IO itself.
+//! writes, see `io`) and its per-connection service.
 //!
 //! Everything here is touched from the connection's own task only (hyper polls the service and
 //! the IO inline), so the mutex is never contended; it is there so the pieces can be owned by
 //! hyper and the driver at once without `unsafe`.
+//!
+//! Over 500 lines and kept whole: `Shared`'s methods are the transitions of one `State` under
+//! its one lock, called from the service, the IO and the driver, and each reads and sets the
+//! same fields (the phase, the read-ahead, the body's progress). Split by caller, a
+//! transition would stand apart from the others it must agree with.
 
-use std::future::Future as _;
 use std::io;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{ready, Context, Poll, Waker};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use socket2::SockRef;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::ReadBuf;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
 use super::body_progress::BodyProgress;
-use super::driver::ConnContext;
-use super::peer_memory::Wait;
-use super::policy::{Budget, Policy, RequestFacts, Verdict};
-use super::CloseReason;
+use super::context::ConnContext;
 use crate::fin::{Fill, ReadAhead};
-use crate::socket;
+use crate::server::policy::{Budget, Policy, RequestFacts, Verdict};
+use crate::server::stats::CloseReason;
 
 /// How much a busy connection reads ahead to watch for the client's FIN behind pipelined bytes.
 const READ_AHEAD_LIMIT: usize = 64 * 1024;
@@ -53,12 +55,12 @@ pub(crate) enum Phase {
 #[derive(Debug)]
 pub(crate) struct State {
     pub(crate) phase: Phase,
-    read_ahead: ReadAhead,
+    pub(super) read_ahead: ReadAhead,
     requests: u32,
     pub(crate) closing: Option<CloseReason>,
-    close_delimited: bool,
+    pub(super) close_delimited: bool,
     draining: bool,
-    linger: Option<Linger>,
+    pub(super) linger: Option<Linger>,
     /// Whether the handler of the current request is still running (for the count of
     /// handlers dropped because the client left).
     pub(crate) handler_running: bool,
@@ -67,7 +69,7 @@ pub(crate) struct State {
     /// The peer's FIN seen while the connection was parked (nobody reads then).
     parked_fin: bool,
     /// The stream under hyper ended (see [`Shared::stream_ended`]).
-    stream_ended: bool,
+    pub(super) stream_ended: bool,
     /// Under TLS: decrypted bytes hyper had read but not parsed, handed back when its state
     /// was taken apart (see [`Shared::unread`]). Boxed: 8 bytes in every connection's state
     /// for what a few pipelining clients need.
@@ -86,23 +88,24 @@ pub(crate) struct State {
     last_call: Option<CloseReason>,
 }
 
+/// The wait for the client's FIN after a final response (see `ConnIo`'s shutdown).
 #[derive(Debug)]
-struct Linger {
-    timer: Pin<Box<Sleep>>,
-    discarded: usize,
+pub(super) struct Linger {
+    pub(super) timer: Pin<Box<Sleep>>,
+    pub(super) discarded: usize,
 }
 
 /// What one connection shares; see the module docs.
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) stream: TcpStream,
-    peer: IpAddr,
+    pub(super) peer: IpAddr,
     state: Mutex<State>,
     pub(crate) ctx: Arc<ConnContext>,
     born: Instant,
     /// The last write hyper tried would have blocked: hyper still holds bytes to send, so its
     /// state must not be taken apart (parked). Set and read on the connection's task only.
-    write_pending: AtomicBool,
+    pub(super) write_pending: AtomicBool,
     /// A request that may upgrade the connection waits until the driver has switched hyper's
     /// connection to one that supports upgrades (see `driver`). Checked on every poll of the
     /// connection, so an atomic rather than under the lock.
@@ -564,163 +567,5 @@ impl Shared {
     pub(crate) fn finish(&self) {
         let mut state = self.lock();
         self.set_phase(&mut state, Phase::Closing);
-    }
-
-    fn linger_wait(&self) -> Duration {
-        let config = &self.ctx.config;
-        let rtt_based = socket::smoothed_rtt(&self.stream)
-            .map(|rtt| rtt.saturating_mul(config.linger_rtt_factor))
-            .unwrap_or(config.linger);
-        rtt_based.clamp(config.linger_floor.min(config.linger), config.linger)
-    }
-}
-
-/// One write to the socket once it is writable.
-fn poll_write_with(
-    stream: &TcpStream,
-    cx: &mut Context<'_>,
-    mut write: impl FnMut(&TcpStream) -> io::Result<usize>,
-) -> Poll<io::Result<usize>> {
-    loop {
-        ready!(stream.poll_write_ready(cx))?;
-        match write(stream) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            result => return Poll::Ready(result),
-        }
-    }
-}
-
-/// The socket as the connection's stream (TLS, or hyper directly) sees it: reads go through the
-/// read-ahead (so nothing the FIN watch read is lost), writes go straight to the socket, and
-/// shutdown is the client-first close.
-#[derive(Debug)]
-pub(crate) struct ConnIo {
-    shared: Arc<Shared>,
-}
-
-impl ConnIo {
-    pub(crate) fn new(shared: Arc<Shared>) -> Self {
-        ConnIo { shared }
-    }
-
-    pub(crate) fn stream(&self) -> &TcpStream {
-        &self.shared.stream
-    }
-}
-
-impl AsyncRead for ConnIo {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let shared = &*self.shared;
-        let mut state = shared.lock();
-        let before = buf.filled().len();
-        let result = ready!(state.read_ahead.poll_read(&shared.stream, cx, buf));
-        if result.is_ok() && buf.filled().len() == before && buf.remaining() > 0 {
-            // The client's FIN (under TLS the stream above may report it as an error).
-            state.stream_ended = true;
-        }
-        Poll::Ready(result)
-    }
-}
-
-impl AsyncWrite for ConnIo {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let shared = &*self.shared;
-        let result = poll_write_with(&shared.stream, cx, |s| s.try_write(buf));
-        shared
-            .write_pending
-            .store(result.is_pending(), Ordering::Relaxed);
-        result
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let shared = &*self.shared;
-        let result = poll_write_with(&shared.stream, cx, |s| s.try_write_vectored(bufs));
-        shared
-            .write_pending
-            .store(result.is_pending(), Ordering::Relaxed);
-        result
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        true
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    /// The client-first close. hyper calls this after the final response is flushed. Instead
-    /// of sending our FIN first (which would leave TIME_WAIT on the server), wait a short,
-    /// bounded time for the client's FIN, reading and discarding whatever still arrives so an
-    /// unread body never turns the close into a reset. Then return: the socket is closed when
-    /// the connection is dropped, after the client's FIN if it came.
-    ///
-    /// Upgraded connections and bodies delimited by the close are shut down at once.
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let shared = &*self.shared;
-        let mut state = shared.lock();
-        let wait = shared.ctx.config.linger;
-        if state.phase == Phase::Upgraded || state.close_delimited || wait.is_zero() {
-            return Poll::Ready(SockRef::from(&shared.stream).shutdown(std::net::Shutdown::Write));
-        }
-        if state.read_ahead.peer_closed() {
-            return Poll::Ready(Ok(()));
-        }
-        if state.linger.is_none() {
-            let wait = match shared.ctx.peers.wait(shared.peer) {
-                Wait::Skip => {
-                    shared.ctx.stats.linger_skipped();
-                    return Poll::Ready(Ok(()));
-                }
-                Wait::Short => shared.linger_wait(),
-                Wait::Long => wait,
-            };
-            state.linger = Some(Linger {
-                timer: Box::pin(tokio::time::sleep(wait)),
-                discarded: 0,
-            });
-        }
-        let state = &mut *state;
-        let Some(linger) = state.linger.as_mut() else {
-            return Poll::Ready(Ok(()));
-        };
-        let mut scratch = [0u8; 2048];
-        loop {
-            if state.read_ahead.peer_closed() {
-                shared.ctx.peers.record(shared.peer, true);
-                return Poll::Ready(Ok(()));
-            }
-            let mut buf = ReadBuf::new(&mut scratch);
-            match state.read_ahead.poll_read(&shared.stream, cx, &mut buf) {
-                Poll::Ready(Ok(())) if buf.filled().is_empty() => continue,
-                Poll::Ready(Ok(())) => {
-                    linger.discarded += buf.filled().len();
-                    if linger.discarded > shared.ctx.config.linger_max_bytes {
-                        shared.ctx.stats.linger_timeout();
-                        return Poll::Ready(Ok(()));
-                    }
-                }
-                // A reset: nothing left to wait for.
-                Poll::Ready(Err(_)) => return Poll::Ready(Ok(())),
-                Poll::Pending => {
-                    ready!(linger.timer.as_mut().poll(cx));
-                    shared.ctx.stats.linger_timeout();
-                    shared.ctx.peers.record(shared.peer, false);
-                    return Poll::Ready(Ok(()));
-                }
-            }
-        }
     }
 }

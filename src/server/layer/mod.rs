@@ -1,16 +1,17 @@
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+//! [`KeepAliveLayer`], as tower lays a middleware out: the layer here, the service it makes in
+//! `service`, the service's response future in `future`.
+
+mod future;
+mod service;
+
+pub use future::ResponseFuture;
+pub use service::KeepAlive;
+
 use std::time::Duration;
 
-use http::{Request, Response};
-use http_body::Body;
-use pin_project_lite::pin_project;
 use tower_layer::Layer;
-use tower_service::Service;
 
-use super::policy::{Budget, Policy, RequestFacts, Verdict};
-use super::service::ServedByKeepalive;
+use super::policy::Policy;
 
 /// A tower layer that applies the keep-alive header policy under any HTTP/1 server.
 ///
@@ -101,96 +102,5 @@ impl<S> Layer<S> for KeepAliveLayer {
             inner,
             policy: self.policy,
         }
-    }
-}
-
-/// The service made by [`KeepAliveLayer`].
-#[derive(Debug, Clone)]
-pub struct KeepAlive<S> {
-    inner: S,
-    policy: Policy,
-}
-
-impl<S> KeepAlive<S> {
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
-}
-
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for KeepAlive<S>
-where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-    ResBody: Body,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = ResponseFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let facts = if request.extensions().get::<ServedByKeepalive>().is_some() {
-            None
-        } else {
-            Some(RequestFacts::of(&request))
-        };
-        ResponseFuture {
-            inner: self.inner.call(request),
-            facts,
-            policy: self.policy,
-        }
-    }
-}
-
-pin_project! {
-    /// The response future of [`KeepAlive`].
-    #[derive(Debug)]
-    #[must_use = "futures do nothing unless polled"]
-    pub struct ResponseFuture<F> {
-        #[pin]
-        inner: F,
-        facts: Option<RequestFacts>,
-        policy: Policy,
-    }
-}
-
-impl<F, ResBody, E> Future for ResponseFuture<F>
-where
-    F: Future<Output = Result<Response<ResBody>, E>>,
-    ResBody: Body,
-{
-    type Output = F::Output;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let response = ready!(this.inner.poll(cx))?;
-        let Some(facts) = this.facts.take() else {
-            return Poll::Ready(Ok(response));
-        };
-        let (mut head, body) = response.into_parts();
-        let length_known = body.size_hint().exact().is_some();
-        let budget = Budget {
-            requests_left: None,
-            age_left: None,
-            draining: false,
-        };
-        let verdict: Verdict =
-            this.policy
-                .decide(&facts, head.status, &head.headers, length_known, budget);
-        verdict.apply(facts.version, &mut head);
-        Poll::Ready(Ok(Response::from_parts(head, body)))
     }
 }

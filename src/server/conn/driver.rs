@@ -8,89 +8,22 @@ use std::pin::{pin, Pin};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use hyper::server::conn::http1;
-
 use hyper_util::rt::TokioIo;
-use tokio::io::AsyncWrite as _;
 use tokio::net::TcpStream;
 use tokio::sync::{watch, OwnedSemaphorePermit};
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::connection::{ConnIo, Phase, Shared};
+use super::context::ConnContext;
 use super::handshake::{Handshake, ServerIo};
 use super::http_io::HttpIo;
-use super::parking::{Parked, ParkingLot};
-use super::peer_memory::PeerMemory;
-use super::policy::Policy;
-use super::service::ConnService;
-use super::HttpService;
-use super::{CloseReason, ServerConfig, ServerStats};
-use crate::fin::{self, Fill, IdleEvent};
-
-/// Where a graceful shutdown is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum Stage {
-    Running,
-    Draining,
-    Forcing,
-}
-
-impl Stage {
-    pub(crate) fn from_u8(value: u8) -> Stage {
-        match value {
-            0 => Stage::Running,
-            1 => Stage::Draining,
-            _ => Stage::Forcing,
-        }
-    }
-}
-
-/// What the server hands each connection task.
-#[derive(Debug)]
-pub(crate) struct ConnContext {
-    pub(crate) config: Arc<ServerConfig>,
-    pub(crate) stats: ServerStats,
-    pub(crate) http1: http1::Builder,
-    pub(crate) policy: Policy,
-    pub(crate) peers: PeerMemory,
-    pub(crate) parking: ParkingLot,
-}
-
-impl ConnContext {
-    pub(crate) fn new(config: ServerConfig, stats: ServerStats) -> Self {
-        let mut http1 = http1::Builder::new();
-        http1
-            .keep_alive(true)
-            // hyper's own FIN check mid-request (it reads the FIN once its buffer is empty and
-            // ends the connection) is kept; `Shared::client_left` decides first, and the FIN is
-            // held back from hyper while a request complete before it runs.
-            .half_close(false)
-            // Our own header timeout counts from a head's first byte instead.
-            .header_read_timeout(None);
-        let policy = Policy {
-            idle_timeout: Some(config.idle_timeout),
-            advertise: config.advertise,
-        };
-        ConnContext {
-            config: Arc::new(config),
-            stats,
-            http1,
-            policy,
-            peers: PeerMemory::default(),
-            parking: ParkingLot::default(),
-        }
-    }
-}
-
-enum Event {
-    Finished(Result<(), hyper::Error>),
-    Timer,
-    /// Bytes arrived on a parked connection.
-    Unpark,
-    PeerGone,
-    Stage(Stage),
-}
+use super::hyper_side::{Event, Http, Stream};
+use super::io::ConnIo;
+use super::parking::{Parked, Stage};
+use super::service::{ConnService, HttpService};
+use super::state::{Phase, Shared};
+use crate::fin::Fill;
+use crate::server::stats::CloseReason;
 
 /// Starts serving one accepted connection, on a task of its own.
 pub(crate) fn spawn_connection<S, H>(
@@ -203,6 +136,8 @@ struct Conn<T, S: HttpService> {
     http: Http<T, S>,
     /// A graceful shutdown waits for every receiver to be dropped: held until the connection is
     /// done (the stage itself is read from the server's [`ParkingLot`]).
+    ///
+    /// [`ParkingLot`]: super::parking::ParkingLot
     _alive: watch::Receiver<Stage>,
     current_stage: Stage,
     /// The server's `max_connections` slot, given back when the connection is done.
@@ -253,149 +188,6 @@ async fn run<T: Stream, S: HttpService>(mut conn: Conn<T, S>) {
     let client_first = shared.peer_closed();
     tracing::debug!(parent: &shared.span(), reason = %reason, client_first, "connection closed");
     shared.ctx.stats.connection_closed(reason, client_first);
-}
-
-/// The stream a [`Handshake`] made, as the driver needs it.
-trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static {}
-
-impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> Stream for T {}
-
-type Io<T> = TokioIo<HttpIo<T>>;
-
-/// hyper's side of a connection, or what is left of it while parked.
-enum Http<T, S: HttpService> {
-    /// hyper's HTTP/1 connection, able to be taken apart (parked, or switched to upgrades).
-    Plain(Box<http1::Connection<Io<T>, ConnService<S>>>),
-    /// After a request that may upgrade: hyper's connection with upgrades on. Never parked.
-    Upgrades(Pin<Box<http1::UpgradeableConnection<Io<T>, ConnService<S>>>>),
-    /// Idle for a while: only the socket (inside the IO) and the service are kept; hyper's
-    /// state with its buffers is rebuilt when the next request arrives.
-    Parked { io: Io<T>, service: ConnService<S> },
-    /// Between two of the above, never seen by a poll.
-    Moving,
-}
-
-impl<T: Stream, S: HttpService> Http<T, S> {
-    fn new(ctx: &ConnContext, io: Io<T>, service: ConnService<S>) -> Self {
-        Http::Plain(Box::new(ctx.http1.serve_connection(io, service)))
-    }
-
-    /// Polls hyper, or the parked socket. `Pending` when nothing happened.
-    fn poll_event(&mut self, shared: &Shared, cx: &mut Context<'_>) -> Poll<Event> {
-        loop {
-            match self {
-                Http::Plain(conn) => {
-                    if let Poll::Ready(result) = Pin::new(&mut **conn).poll(cx) {
-                        return Poll::Ready(Event::Finished(result));
-                    }
-                    // A request that may upgrade waits (without being answered) for this.
-                    if shared.take_upgrade_wanted() {
-                        let Http::Plain(conn) = std::mem::replace(self, Http::Moving) else {
-                            unreachable!()
-                        };
-                        *self = Http::Upgrades(Box::pin(conn.with_upgrades()));
-                        continue;
-                    }
-                }
-                Http::Upgrades(conn) => {
-                    if let Poll::Ready(result) = conn.as_mut().poll(cx) {
-                        return Poll::Ready(Event::Finished(result));
-                    }
-                }
-                Http::Parked { .. } => match fin::poll_idle_event(&shared.stream, cx) {
-                    Poll::Ready(IdleEvent::UnexpectedData) => return Poll::Ready(Event::Unpark),
-                    Poll::Ready(IdleEvent::PeerClosed) => {
-                        shared.parked_peer_closed();
-                        return Poll::Ready(Event::PeerGone);
-                    }
-                    Poll::Ready(IdleEvent::Error(_)) => return Poll::Ready(Event::PeerGone),
-                    Poll::Pending => {}
-                },
-                Http::Moving => unreachable!("polled while moving"),
-            }
-            return Poll::Pending;
-        }
-    }
-
-    /// Takes hyper's state apart, keeping the socket and the service. Bytes hyper read but
-    /// had not parsed are handed back to the stream; then hyper is rebuilt at once instead
-    /// (and this returns false).
-    fn park(&mut self, ctx: &ConnContext) -> bool {
-        let Http::Plain(conn) = std::mem::replace(self, Http::Moving) else {
-            unreachable!("only a plain connection is parked")
-        };
-        let mut parts = conn.into_parts();
-        if parts.read_buf.is_empty() {
-            ctx.stats.parked();
-            tracing::trace!("parked");
-            *self = Http::Parked {
-                io: parts.io,
-                service: parts.service,
-            };
-            true
-        } else {
-            parts.io.inner_mut().unread(&parts.read_buf);
-            *self = Http::new(ctx, parts.io, parts.service);
-            false
-        }
-    }
-
-    /// Whether hyper holds bytes it read and has not parsed (part of a request pipelined behind
-    /// the previous one): they are handed back to the stream and hyper's state is rebuilt
-    /// around it (only for a plain connection that owes no bytes; otherwise false).
-    fn hand_back_unparsed(&mut self, shared: &Shared, ctx: &ConnContext) -> bool {
-        if !self.is_plain() || shared.write_pending() {
-            return false;
-        }
-        let Http::Plain(conn) = std::mem::replace(self, Http::Moving) else {
-            unreachable!("checked above")
-        };
-        let mut parts = conn.into_parts();
-        let unparsed = !parts.read_buf.is_empty();
-        if unparsed {
-            parts.io.inner_mut().unread(&parts.read_buf);
-        }
-        *self = Http::new(ctx, parts.io, parts.service);
-        unparsed
-    }
-
-    /// The next request is arriving on a parked connection: rebuild hyper's state.
-    fn unpark(&mut self, ctx: &ConnContext) {
-        ctx.stats.unparked(true);
-        tracing::trace!("unparked");
-        self.activate(ctx);
-    }
-
-    /// Builds hyper's state around the kept socket and service.
-    fn activate(&mut self, ctx: &ConnContext) {
-        let Http::Parked { io, service } = std::mem::replace(self, Http::Moving) else {
-            unreachable!("only a parked connection is activated")
-        };
-        *self = Http::new(ctx, io, service);
-    }
-
-    /// Closes an idle connection's stream gracefully: under TLS its `close_notify`, then the
-    /// wait for the client's FIN, all within `limit`.
-    async fn close_notify(&mut self, limit: std::time::Duration) {
-        let mut io = match std::mem::replace(self, Http::Moving) {
-            Http::Parked { io, .. } => io,
-            Http::Plain(conn) => conn.into_parts().io,
-            other => {
-                *self = other;
-                return;
-            }
-        };
-        let shutdown = poll_fn(|cx| Pin::new(io.inner_mut()).poll_shutdown(cx));
-        let _ = tokio::time::timeout(limit, shutdown).await;
-    }
-
-    fn is_plain(&self) -> bool {
-        matches!(self, Http::Plain(_))
-    }
-
-    fn is_parked(&self) -> bool {
-        matches!(self, Http::Parked { .. })
-    }
 }
 
 impl<T: Stream, S: HttpService> Conn<T, S> {
@@ -482,6 +274,8 @@ impl<T: Stream, S: HttpService> Conn<T, S> {
     /// client's FIN, the idle deadline or a shutdown. Small on purpose: with the connection
     /// itself, this is all a parked connection's task holds (the shutdown is watched through
     /// the server's [`ParkingLot`], not a future of its own).
+    ///
+    /// [`ParkingLot`]: super::parking::ParkingLot
     async fn park_wait(&mut self) -> Outcome {
         let Conn {
             shared,

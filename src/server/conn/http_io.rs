@@ -9,7 +9,7 @@ use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::connection::Shared;
+use super::state::Shared;
 
 /// See the module docs. Reads see the HTTP bytes (after TLS), so the header timeout starts at
 /// a head's first byte and a body's progress is counted in request bytes, whatever the

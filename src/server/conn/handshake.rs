@@ -10,15 +10,15 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::connection::ConnIo;
+use super::io::ConnIo;
 
 /// Turns an accepted connection's socket into the stream hyper serves HTTP/1 on: a TLS
-/// handshake, usually. Give it to [`Serve::handshake`](super::Serve::handshake).
+/// handshake, usually. Give it to [`Serve::handshake`](crate::server::Serve::handshake).
 ///
 /// With the feature `rustls`, `tokio_rustls::TlsAcceptor` implements it. Any other TLS stack
 /// can: wrap the given [`ServerIo`] in its stream. The handshake must finish within the
-/// server's [`header_timeout`](super::ServerConfig::header_timeout), or the connection is closed
-/// ([`CloseReason::Handshake`](super::CloseReason::Handshake)).
+/// server's [`header_timeout`](crate::server::ServerConfig::header_timeout), or the connection
+/// is closed ([`CloseReason::Handshake`](crate::server::CloseReason::Handshake)).
 ///
 /// ```no_run
 /// # #[cfg(feature = "rustls")]
@@ -53,7 +53,7 @@ pub trait Handshake: Clone + Send + Sync + 'static {
     }
 }
 
-/// Plain HTTP: the socket itself is the stream. The default of [`serve`](super::serve).
+/// Plain HTTP: the socket itself is the stream. The default of [`serve`](crate::server::serve).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Cleartext;
 

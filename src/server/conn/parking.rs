@@ -11,7 +11,23 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::task::Waker;
 
-use super::driver::Stage;
+/// Where a graceful shutdown is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Stage {
+    Running,
+    Draining,
+    Forcing,
+}
+
+impl Stage {
+    pub(crate) fn from_u8(value: u8) -> Stage {
+        match value {
+            0 => Stage::Running,
+            1 => Stage::Draining,
+            _ => Stage::Forcing,
+        }
+    }
+}
 
 /// See the module docs.
 #[derive(Debug, Default)]

@@ -1,6 +1,6 @@
-//! The per-connection service the crate's serve hands to hyper: it calls the user's tower
-//! service, applies the keep-alive policy with the connection's own budget, and tracks when the
-//! response body is done.
+//! The user's service as the crate's serve takes it ([`HttpService`]), and the per-connection
+//! service the serve hands to hyper: it calls the user's tower service, applies the keep-alive
+//! policy with the connection's own budget, and tracks when the response body is done.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -9,19 +9,63 @@ use std::task::{ready, Context, Poll};
 
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 use tower::util::Oneshot;
 use tower::ServiceExt;
 
-use super::connection::Shared;
-use super::policy::RequestFacts;
+use super::state::Shared;
+use crate::server::policy::{RequestFacts, ServedByKeepalive};
+use crate::BoxError;
 
-/// Marks requests whose connection is run by the crate's serve, so a [`KeepAliveLayer`]
-/// further in leaves the headers to the serve.
+/// A tower service the crate's [`serve`](crate::server::serve) can run: any cloneable `Service` of
+/// `http::Request<hyper::body::Incoming>` whose response body and errors can cross threads
+/// (an axum `Router`, `tower::service_fn(...)`, a `ServiceBuilder` stack). Implemented for every
+/// such service; it only names the bounds once.
 ///
-/// [`KeepAliveLayer`]: super::KeepAliveLayer
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ServedByKeepalive;
+/// [`serve`](crate::server::serve) states it, so a wrong argument is named where it is passed:
+///
+/// ```compile_fail,E0277
+/// # async fn run(listener: tokio::net::TcpListener) {
+/// #[derive(Clone)]
+/// struct AppState;
+/// let app: axum::Router<AppState> = axum::Router::new(); // no `.with_state(AppState)`
+/// // error: `Router<AppState>` is not a service `keepalive::serve` can run
+/// let _ = keepalive::serve(listener, app);
+/// # }
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a service `keepalive::serve` can run",
+    label = "not a tower `Service<http::Request<hyper::body::Incoming>>`",
+    note = "`serve` takes a cloneable tower service whose future is `Send + 'static` and whose response body is an `http_body::Body`",
+    note = "a hyper service (`hyper::service::service_fn`) goes in `keepalive::server::HyperToTowerService::new(...)`",
+    note = "an axum `Router<S>` with state needs `.with_state(state)` first; pass the `Router` itself, not `into_make_service()`"
+)]
+pub trait HttpService:
+    tower_service::Service<
+        Request<Incoming>,
+        Response = Response<Self::ResBody>,
+        Error: Into<BoxError>,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+    /// The response body.
+    type ResBody: Body<Data: Send, Error: Into<BoxError>> + Send + 'static;
+}
+
+impl<S, B> HttpService for S
+where
+    S: tower_service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    type ResBody = B;
+}
 
 /// See the module docs.
 #[derive(Debug)]
