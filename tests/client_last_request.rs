@@ -37,6 +37,26 @@ fn apache_like(index: usize) -> Option<Reply> {
 
 const CLOSE_HEAD: &str = "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\n";
 
+/// Sends the request a `Reply::SendThenClose(CLOSE_HEAD, "ok", go)` answers: its head comes
+/// first, its body with the server's FIN once `go` is notified, so the FIN is in before the
+/// client is done with the connection (the server closed first).
+async fn close_answer_after_its_fin(client: &Client, url: &str, server: &RawServer, go: &Notify) {
+    let request = Request::get(url).body(Empty::<Bytes>::new()).unwrap();
+    let response = within("the close answer", client.request(request))
+        .await
+        .unwrap();
+    go.notify_one();
+    wait_until("the server's FIN at the client", SOON, || {
+        server.client_close_wait() == 1
+    })
+    .await;
+    let body = within("its body", response.into_body().collect())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert_eq!(body, "ok");
+}
+
 /// Requests the raw server saw on each connection, in connection order.
 fn per_connection(server: &RawServer) -> Vec<usize> {
     let mut counts = BTreeMap::new();
@@ -85,21 +105,7 @@ async fn the_default_closes_before_a_host_seen_closing_first() {
     for _ in 0..2 {
         assert_eq!(fetch_ok(&client, &url).await, "ok");
     }
-    // The close answer's head; its body comes with the server's FIN once let go.
-    let request = Request::get(&url).body(Empty::<Bytes>::new()).unwrap();
-    let response = within("the close answer", client.request(request))
-        .await
-        .unwrap();
-    go.notify_one();
-    wait_until("the server's FIN at the client", SOON, || {
-        server.client_close_wait() == 1
-    })
-    .await;
-    let body = within("its body", response.into_body().collect())
-        .await
-        .unwrap()
-        .to_bytes();
-    assert_eq!(body, "ok");
+    close_answer_after_its_fin(&client, &url, &server, &go).await;
     for _ in 0..4 {
         assert_eq!(fetch_ok(&client, &url).await, "ok");
     }
@@ -245,22 +251,7 @@ async fn the_default_learns_a_request_limit_the_server_does_not_advertise() {
         for _ in 0..2 {
             assert_eq!(fetch_ok(&client, &url).await, "ok");
         }
-        // The close answer's head; its body comes with the server's FIN once let go, so the
-        // FIN is in before the client is done with the connection.
-        let request = Request::get(&url).body(Empty::<Bytes>::new()).unwrap();
-        let response = within("the close answer", client.request(request))
-            .await
-            .unwrap();
-        go.notify_one();
-        wait_until("the server's FIN at the client", SOON, || {
-            server.client_close_wait() == 1
-        })
-        .await;
-        let body = within("its body", response.into_body().collect())
-            .await
-            .unwrap()
-            .to_bytes();
-        assert_eq!(body, "ok");
+        close_answer_after_its_fin(&client, &url, &server, &go).await;
         wait_until("the connection closed", SOON, || {
             client
                 .stats()
