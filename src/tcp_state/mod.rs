@@ -307,19 +307,28 @@ mod tests {
         let client_port = client.local_addr().unwrap().port();
         assert_eq!(peer.port(), client_port);
 
-        let server_side = Filter::new().local_port(port).remote_port(client_port);
-        let client_side = Filter::new().local_port(client_port).remote_port(port);
+        // (Every filter names the address too: on a machine with tens of thousands of sockets
+        // on other loopback addresses, a port number alone matches theirs as well.)
+        let here = Filter::new().local_ip(Ipv4Addr::LOCALHOST.into());
+        let server_side = here.local_port(port).remote_port(client_port);
+        let client_side = here.local_port(client_port).remote_port(port);
 
         // The listener (remote port 0) and the server's end of the connection.
-        let on_port = count(Filter::new().local_port(port)).unwrap();
+        let on_port = count(here.local_port(port)).unwrap();
         assert!(on_port.get(TcpState::Listen) >= 1, "{on_port}");
         assert_eq!(on_port.established(), 1, "{on_port}");
-        let listening = count(Filter::new().local_port(port).remote_port(0)).unwrap();
+        let listening = count(here.local_port(port).remote_port(0)).unwrap();
         assert_eq!(listening.get(TcpState::Listen), 1, "{listening}");
         let server_counts = count(server_side).unwrap();
         assert_eq!(server_counts.established(), 1, "{server_counts}");
         assert_eq!(server_counts.total(), 1, "{server_counts}");
-        let by_ip = count(server_side.local_ip(Ipv4Addr::LOCALHOST.into())).unwrap();
+        let by_ip = count(
+            Filter::new()
+                .local_port(port)
+                .remote_port(client_port)
+                .local_ip(Ipv4Addr::LOCALHOST.into()),
+        )
+        .unwrap();
         assert_eq!(by_ip.established(), 1, "{by_ip}");
         let client_counts = count(client_side).unwrap();
         assert_eq!(client_counts.established(), 1, "{client_counts}");
@@ -345,7 +354,7 @@ mod tests {
         assert_eq!(counts.close_wait(), 0, "{counts}");
 
         // The listener is untouched.
-        let listening = count(Filter::new().local_port(port).remote_port(0)).unwrap();
+        let listening = count(here.local_port(port).remote_port(0)).unwrap();
         assert_eq!(listening.get(TcpState::Listen), 1, "{listening}");
         drop(listener);
     }
