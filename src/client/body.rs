@@ -18,9 +18,9 @@ use super::conn::{ClientConn, Wire};
 use super::error::{Error, ErrorKind};
 use super::exchange::{SendError, Sender};
 use super::h1::{Chunk, ChunkedDecoder, ProtocolError, RespFraming};
+use super::key::PoolKey;
 use super::last_request::LastAllowedRequest;
 use super::pool::{History, HostId, Pool, Reuse};
-use super::service::PoolKey;
 use super::stats::PoolCloseReason;
 use crate::header::{KeepAliveParams, KEEP_ALIVE};
 
