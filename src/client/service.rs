@@ -12,14 +12,16 @@ use hyper::body::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::Instrument;
 
-use super::body::{Lease, ReqBody, ResponseBody};
 use super::config::ClientConfig;
 use super::conn::ClientConn;
 use super::connector::{is_https, NotHttp, TcpConnector};
 use super::error::{Error, ErrorKind};
 use super::exchange::{Exchange, Failure, RequestHead};
 use super::key::PoolKey;
+use super::lease::Lease;
 use super::pool::{Checkout, CheckoutNow, History, HostId, Pool};
+use super::req_body::ReqBody;
+use super::response_body::ResponseBody;
 use super::stats::ClientStats;
 use crate::header::connection_has;
 use crate::BoxError;
