@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::after_response::AfterResponse;
 use super::conn::{ClientConn, Wire};
+use super::h1::after_response::AfterResponse;
 use super::key::PoolKey;
 use super::last_request::LastAllowedRequest;
 use super::pool::{History, HostId, Pool, Reuse};

@@ -11,14 +11,14 @@ use http_body::Body;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::after_response::AfterResponse;
-use super::conn::Wire;
-use super::error::{Error, ErrorKind};
-use super::h1::{self, BodyLength, Parsed, ProtocolError, RespFraming};
-use super::lease::Lease;
 use super::req_body::ReqBody;
 use super::response_body::{ResponseBody, Streaming};
 use super::send::{SendError, Sender};
-use super::stats::PoolCloseReason;
+use super::wire::{self, BodyLength, Parsed, ProtocolError, RespFraming};
+use crate::client::conn::Wire;
+use crate::client::error::{Error, ErrorKind};
+use crate::client::lease::Lease;
+use crate::client::stats::PoolCloseReason;
 use crate::BoxError;
 
 /// A failed attempt; `stale` when no response byte had arrived.
@@ -66,7 +66,7 @@ where
     /// Interim responses skipped so far.
     interim: u8,
     /// Where the search for the response head's end stopped.
-    head_end: h1::SectionEnd,
+    head_end: wire::SectionEnd,
     reused: bool,
     asked_close: bool,
     head_request: bool,
@@ -95,7 +95,7 @@ where
                 .exact()
                 .map_or(BodyLength::Unknown, BodyLength::Exact)
         };
-        let encoded = h1::encode_request_head(
+        let encoded = wire::encode_request_head(
             &mut wire.buf.write,
             head.method,
             head.uri,
@@ -124,7 +124,7 @@ where
             send_error: None,
             received: false,
             interim: 0,
-            head_end: h1::SectionEnd::default(),
+            head_end: wire::SectionEnd::default(),
             reused,
             asked_close,
             head_request: *head.method == Method::HEAD,
@@ -196,12 +196,12 @@ where
         let head = loop {
             let buffered = wire.buffered();
             if !buffered.is_empty()
-                && (this.head_end.should_parse(buffered) || buffered.len() >= h1::MAX_HEAD)
+                && (this.head_end.should_parse(buffered) || buffered.len() >= wire::MAX_HEAD)
             {
-                match h1::parse_response_head(buffered, this.head_request) {
+                match wire::parse_response_head(buffered, this.head_request) {
                     Ok(Some(Parsed::Interim(len))) => {
                         wire.consume(len);
-                        this.head_end = h1::SectionEnd::default();
+                        this.head_end = wire::SectionEnd::default();
                         this.interim += 1;
                         if this.interim > MAX_INTERIM {
                             return this.fail(TOO_MANY_INTERIM.into());

@@ -10,12 +10,12 @@ use hyper::body::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::after_response::AfterResponse;
-use super::conn::Wire;
-use super::error::{Error, ErrorKind};
-use super::h1::{Chunk, ChunkedDecoder, ProtocolError, RespFraming};
-use super::lease::Lease;
 use super::send::{SendError, Sender};
-use super::stats::PoolCloseReason;
+use super::wire::{Chunk, ChunkedDecoder, ProtocolError, RespFraming};
+use crate::client::conn::Wire;
+use crate::client::error::{Error, ErrorKind};
+use crate::client::lease::Lease;
+use crate::client::stats::PoolCloseReason;
 
 /// A response body still on its connection, read frame by frame (type-erased over the
 /// connection type).
@@ -218,7 +218,7 @@ where
     }
 }
 
-/// The body of a [`Client`](super::Client) response. Reading it to the end returns the
+/// The body of a [`Client`](crate::client::Client) response. Reading it to the end returns the
 /// connection to the pool; dropping it earlier closes the connection. (A small body that came
 /// with its head is read already, and its connection back in the pool.)
 pub struct ResponseBody {

@@ -3,8 +3,8 @@
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, Version};
 
-use super::h1::RespFraming;
-use super::stats::PoolCloseReason;
+use super::wire::RespFraming;
+use crate::client::stats::PoolCloseReason;
 use crate::header::{KeepAliveParams, KEEP_ALIVE};
 
 /// Whether and how the connection may be reused, decided from the response head.
@@ -73,8 +73,8 @@ impl AfterResponse {
 
 #[cfg(test)]
 mod tests {
+    use super::super::wire::{parse_response_head, Parsed};
     use super::*;
-    use crate::client::h1::{parse_response_head, Parsed};
 
     fn decide(head: bool, version: &str, status: u16, headers: &[(&str, &str)]) -> AfterResponse {
         let mut text = format!("HTTP/{version} {status} X\r\n");

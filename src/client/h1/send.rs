@@ -11,10 +11,10 @@ use http_body::Body;
 use hyper::body::{Buf as _, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::conn::Wire;
-use super::error::{Error, ErrorKind};
-use super::h1::{self, ProtocolError, ReqFraming};
 use super::req_body::ReqBody;
+use super::wire::{self, ProtocolError, ReqFraming};
+use crate::client::conn::Wire;
+use crate::client::error::{Error, ErrorKind};
 use crate::BoxError;
 
 /// Body data up to this size is copied into the write buffer (one write with what precedes
@@ -127,7 +127,7 @@ impl Sender {
                 self.left -= data.len() as u64;
             }
             ReqFraming::Chunked => {
-                h1::push_chunk_size(write, data.len());
+                wire::push_chunk_size(write, data.len());
             }
         }
         if data.len() < COPY_BELOW {
@@ -152,7 +152,7 @@ impl Sender {
                 let write = &mut wire.buf.write;
                 write.extend_from_slice(b"0\r\n");
                 if let Some(trailers) = &self.trailers {
-                    h1::push_trailers(write, trailers, &self.declared_trailers);
+                    wire::push_trailers(write, trailers, &self.declared_trailers);
                 }
                 write.extend_from_slice(b"\r\n");
                 Ok(())
