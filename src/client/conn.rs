@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::h1::MAX_HEAD;
+use super::h1::wire::MAX_HEAD;
 use super::pool::Idle;
 use super::stats::PoolCloseReason;
 

@@ -23,28 +23,29 @@
 //! - Dropping a response body before its end closes its connection; dropping the last clone of
 //!   the client closes its idle connections (the client's FIN first).
 
-mod body;
 mod config;
 mod conn;
 mod connector;
 mod error;
-mod exchange;
 mod h1;
+mod key;
 mod last_request;
 mod learned_idle;
+mod lease;
 mod pool;
 mod service;
 mod stats;
 #[cfg(feature = "rustls")]
 mod tls;
 
-pub use body::ResponseBody;
 pub use config::ClientConfig;
 pub use connector::TcpConnector;
 pub use error::{Error, ErrorKind};
+pub use h1::response_body::ResponseBody;
+pub use key::PoolKey;
 pub use last_request::LastAllowedRequest;
 pub use pool::{Checkout, History, Idle, Pool, PoolConfig, Pooled, Reuse, Slot, WaitTimeout};
-pub use service::{Client, Connect, PoolKey};
+pub use service::{Client, Connect};
 pub use stats::{ClientStats, ClientStatsSnapshot, PoolCloseReason};
 #[cfg(feature = "rustls")]
 pub use tls::{MaybeTls, TlsConnector};

@@ -5,6 +5,12 @@
 //! The client speaks HTTP/1 itself rather than through hyper's client connection: a pooled
 //! connection then needs no codec state between requests (its socket and two buffers), a
 //! request needs no channel to a dispatcher, and a small response is read whole with its head.
+//!
+//! Why this file stays whole past 500 lines: about 780 lines are code and the rest are its
+//! tests and property tests. The code is one codec whose halves share their parts: the limits,
+//! [`ProtocolError`], [`SectionEnd`] and the Content-Length reading serve both the encoder
+//! (a caller's framing headers checked) and the parser, and the property tests check the
+//! encoder's output against the parser's reading of the same bytes.
 
 use std::mem::MaybeUninit;
 use std::ops::Range;

@@ -3,29 +3,23 @@
 //! straight back to the pool when the whole body came with the head.
 
 use std::future::Future;
-use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use http::header::{HeaderValue, TRAILER};
 use http::{HeaderMap, Method, Response, Uri, Version};
 use http_body::Body;
-use hyper::body::{Buf as _, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::body::{AfterResponse, Lease, ReqBody, ResponseBody, Streaming};
-use super::conn::Wire;
-use super::error::{Error, ErrorKind};
-use super::h1::{self, BodyLength, Parsed, ProtocolError, ReqFraming, RespFraming};
-use super::stats::PoolCloseReason;
+use super::after_response::AfterResponse;
+use super::req_body::ReqBody;
+use super::response_body::{ResponseBody, Streaming};
+use super::send::{SendError, Sender};
+use super::wire::{self, BodyLength, Parsed, ProtocolError, RespFraming};
+use crate::client::conn::Wire;
+use crate::client::error::{Error, ErrorKind};
+use crate::client::lease::Lease;
+use crate::client::stats::PoolCloseReason;
 use crate::BoxError;
-
-/// Body data up to this size is copied into the write buffer (one write with what precedes
-/// it); larger data is written from its own bytes.
-const COPY_BELOW: usize = 8 * 1024;
-
-/// The write buffer is flushed once it holds this much.
-const WRITE_BATCH: usize = 16 * 1024;
 
 /// A failed attempt; `stale` when no response byte had arrived.
 pub(crate) struct Failure {
@@ -54,200 +48,8 @@ pub(crate) struct RequestHead<'a> {
     pub(crate) announce_keep_alive: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Sending {
-    Body,
-    Flush,
-    Done,
-}
-
-/// What writing the request failed on.
-pub(crate) enum SendError {
-    Io(io::Error),
-    /// The caller's body failed.
-    Body(BoxError),
-    /// The body does not match its framing.
-    Framing(ProtocolError),
-}
-
 /// Interim (1xx) responses skipped before a final one, at most.
 const MAX_INTERIM: u8 = 32;
-
-impl SendError {
-    /// As the error of a response body whose request could not be completed.
-    pub(crate) fn into_box(self) -> BoxError {
-        match self {
-            SendError::Io(error) => error.into(),
-            SendError::Body(error) => Error::new(ErrorKind::RequestBody, error).into(),
-            SendError::Framing(error) => error.into(),
-        }
-    }
-}
-
-/// Writes the request: the encoded head, the body in its framing, a flush. Moves to the
-/// response body when the response head comes before the request body's end (a server that
-/// answers while it reads, such as an echo), so that the rest is sent while the response is
-/// read.
-pub(crate) struct Sender {
-    body: ReqBody,
-    framing: ReqFraming,
-    /// Body bytes still to send with a length.
-    left: u64,
-    /// A large data frame, written after the write buffer; CR LF follows it when chunked.
-    current: Bytes,
-    crlf_after: bool,
-    trailers: Option<HeaderMap>,
-    /// The request's `Trailer` header values: the trailer fields it may send.
-    declared_trailers: Vec<HeaderValue>,
-    state: Sending,
-}
-
-impl Sender {
-    /// A sender with nothing left to send.
-    fn done() -> Self {
-        Sender {
-            body: ReqBody::Empty,
-            framing: ReqFraming::Length(0),
-            left: 0,
-            current: Bytes::new(),
-            crlf_after: false,
-            trailers: None,
-            declared_trailers: Vec::new(),
-            state: Sending::Done,
-        }
-    }
-
-    fn push_data<T>(&mut self, wire: &mut Wire<T>, data: Bytes) -> Result<(), SendError> {
-        if data.is_empty() {
-            // (An empty chunk would end a chunked body.)
-            return Ok(());
-        }
-        let write = &mut wire.buf.write;
-        match self.framing {
-            ReqFraming::Length(_) => {
-                if data.len() as u64 > self.left {
-                    return Err(SendError::Framing(ProtocolError(
-                        "the request body is longer than its Content-Length",
-                    )));
-                }
-                self.left -= data.len() as u64;
-            }
-            ReqFraming::Chunked => {
-                h1::push_chunk_size(write, data.len());
-            }
-        }
-        if data.len() < COPY_BELOW {
-            write.extend_from_slice(&data);
-            if self.framing == ReqFraming::Chunked {
-                write.extend_from_slice(b"\r\n");
-            }
-        } else {
-            self.current = data;
-            self.crlf_after = self.framing == ReqFraming::Chunked;
-        }
-        Ok(())
-    }
-
-    fn end_body<T>(&mut self, wire: &mut Wire<T>) -> Result<(), SendError> {
-        match self.framing {
-            ReqFraming::Length(_) if self.left > 0 => Err(SendError::Framing(ProtocolError(
-                "the request body is shorter than its Content-Length",
-            ))),
-            ReqFraming::Length(_) => Ok(()),
-            ReqFraming::Chunked => {
-                let write = &mut wire.buf.write;
-                write.extend_from_slice(b"0\r\n");
-                if let Some(trailers) = &self.trailers {
-                    h1::push_trailers(write, trailers, &self.declared_trailers);
-                }
-                write.extend_from_slice(b"\r\n");
-                Ok(())
-            }
-        }
-    }
-
-    /// Writes what it can; `Ready(Ok)` once the whole request is written and flushed.
-    pub(crate) fn poll_send<T>(
-        &mut self,
-        wire: &mut Wire<T>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Result<(), SendError>>
-    where
-        T: AsyncRead + AsyncWrite + Unpin,
-    {
-        loop {
-            // Body frames are gathered while little is buffered, so that a small body goes in
-            // one write with the head.
-            let mut body_pending = false;
-            while self.state == Sending::Body
-                && self.current.is_empty()
-                && wire.buf.write.len() - wire.buf.written < WRITE_BATCH
-            {
-                match Pin::new(&mut self.body).poll_frame(cx) {
-                    Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
-                        Ok(data) => self.push_data(wire, data)?,
-                        Err(frame) => {
-                            if let Ok(trailers) = frame.into_trailers() {
-                                self.trailers = Some(trailers);
-                            }
-                        }
-                    },
-                    Poll::Ready(Some(Err(error))) => {
-                        return Poll::Ready(Err(SendError::Body(error)))
-                    }
-                    Poll::Ready(None) => {
-                        self.end_body(wire)?;
-                        self.state = Sending::Flush;
-                    }
-                    Poll::Pending => {
-                        body_pending = true;
-                        break;
-                    }
-                }
-            }
-            match wire.poll_write_buffered(cx) {
-                Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(error)) => return Poll::Ready(Err(SendError::Io(error))),
-                Poll::Pending => return Poll::Pending,
-            }
-            while !self.current.is_empty() {
-                match Pin::new(&mut wire.io).poll_write(cx, &self.current) {
-                    Poll::Ready(Ok(0)) => {
-                        return Poll::Ready(Err(SendError::Io(io::ErrorKind::WriteZero.into())))
-                    }
-                    Poll::Ready(Ok(n)) => self.current.advance(n),
-                    Poll::Ready(Err(error)) => return Poll::Ready(Err(SendError::Io(error))),
-                    Poll::Pending => return Poll::Pending,
-                }
-            }
-            if self.crlf_after {
-                self.crlf_after = false;
-                wire.buf.write.extend_from_slice(b"\r\n");
-                continue;
-            }
-            match self.state {
-                Sending::Flush => match Pin::new(&mut wire.io).poll_flush(cx) {
-                    Poll::Ready(Ok(())) => {
-                        self.state = Sending::Done;
-                        return Poll::Ready(Ok(()));
-                    }
-                    Poll::Ready(Err(error)) => return Poll::Ready(Err(SendError::Io(error))),
-                    Poll::Pending => return Poll::Pending,
-                },
-                Sending::Done => return Poll::Ready(Ok(())),
-                // What was written may sit in a buffering transport (TLS) until flushed: it
-                // is flushed before the wait for the body's next frame.
-                Sending::Body if body_pending => {
-                    return match Pin::new(&mut wire.io).poll_flush(cx) {
-                        Poll::Ready(Err(error)) => Poll::Ready(Err(SendError::Io(error))),
-                        _ => Poll::Pending,
-                    };
-                }
-                Sending::Body => {}
-            }
-        }
-    }
-}
 
 /// See the module docs. Dropped before its response head, it closes the connection.
 pub(crate) struct Exchange<T>
@@ -264,7 +66,7 @@ where
     /// Interim responses skipped so far.
     interim: u8,
     /// Where the search for the response head's end stopped.
-    head_end: h1::SectionEnd,
+    head_end: wire::SectionEnd,
     reused: bool,
     asked_close: bool,
     head_request: bool,
@@ -293,7 +95,7 @@ where
                 .exact()
                 .map_or(BodyLength::Unknown, BodyLength::Exact)
         };
-        let encoded = h1::encode_request_head(
+        let encoded = wire::encode_request_head(
             &mut wire.buf.write,
             head.method,
             head.uri,
@@ -318,27 +120,11 @@ where
         Ok(Exchange {
             wire: Some(wire),
             lease: Some(lease),
-            sender: Sender {
-                body,
-                framing,
-                left: match framing {
-                    ReqFraming::Length(n) => n,
-                    ReqFraming::Chunked => 0,
-                },
-                current: Bytes::new(),
-                crlf_after: false,
-                trailers: None,
-                // (No allocation without a `Trailer` header, the usual request.)
-                declared_trailers: match framing {
-                    ReqFraming::Chunked => head.headers.get_all(TRAILER).iter().cloned().collect(),
-                    ReqFraming::Length(_) => Vec::new(),
-                },
-                state: Sending::Body,
-            },
+            sender: Sender::new(body, framing, head.headers),
             send_error: None,
             received: false,
             interim: 0,
-            head_end: h1::SectionEnd::default(),
+            head_end: wire::SectionEnd::default(),
             reused,
             asked_close,
             head_request: *head.method == Method::HEAD,
@@ -391,7 +177,7 @@ where
         let Some(wire) = this.wire.as_mut() else {
             unreachable!("an exchange is not polled after it is done");
         };
-        if this.sender.state != Sending::Done && this.send_error.is_none() {
+        if !this.sender.is_done() && this.send_error.is_none() {
             match this.sender.poll_send(wire, cx) {
                 // The socket failed: what the server answered before (if anything) still
                 // decides; the failure is reported if nothing is there.
@@ -410,12 +196,12 @@ where
         let head = loop {
             let buffered = wire.buffered();
             if !buffered.is_empty()
-                && (this.head_end.should_parse(buffered) || buffered.len() >= h1::MAX_HEAD)
+                && (this.head_end.should_parse(buffered) || buffered.len() >= wire::MAX_HEAD)
             {
-                match h1::parse_response_head(buffered, this.head_request) {
+                match wire::parse_response_head(buffered, this.head_request) {
                     Ok(Some(Parsed::Interim(len))) => {
                         wire.consume(len);
-                        this.head_end = h1::SectionEnd::default();
+                        this.head_end = wire::SectionEnd::default();
                         this.interim += 1;
                         if this.interim > MAX_INTERIM {
                             return this.fail(TOO_MANY_INTERIM.into());
@@ -475,7 +261,7 @@ where
         // response is read (RFC 9112 9.5), unless the server closes anyway or the socket
         // failed; then what is left never goes out and the connection is not reused.
         let mut upload = None;
-        if this.sender.state != Sending::Done {
+        if !this.sender.is_done() {
             match after {
                 AfterResponse::Reuse { .. } if this.send_error.is_none() => {
                     upload = Some(std::mem::replace(&mut this.sender, Sender::done()));
