@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use super::config::LastAllowedRequest;
 use super::conn::{ClientConn, Wire};
 use super::h1::after_response::AfterResponse;
 use super::key::PoolKey;
-use super::last_request::LastAllowedRequest;
 use super::pool::{History, HostId, Pool, Reuse};
 use super::stats::PoolCloseReason;
 use crate::header::KeepAliveParams;

@@ -38,12 +38,11 @@ mod stats;
 #[cfg(feature = "rustls")]
 mod tls;
 
-pub use config::ClientConfig;
+pub use config::{ClientConfig, LastAllowedRequest};
 pub use connector::TcpConnector;
 pub use error::{Error, ErrorKind};
 pub use h1::response_body::ResponseBody;
 pub use key::PoolKey;
-pub use last_request::LastAllowedRequest;
 pub use pool::{Checkout, History, Idle, Pool, PoolConfig, Pooled, Reuse, Slot, WaitTimeout};
 pub use service::{Client, Connect};
 pub use stats::{ClientStats, ClientStatsSnapshot, PoolCloseReason};
