@@ -25,9 +25,10 @@
 
 mod support;
 
+use support::memory::counting::{Backend, ALLOCATOR_ENV};
 use support::memory::{
-    counting, listen, malloc_counters, pss_bytes, raise_nofile, rss_bytes, trimmed_rss_bytes,
-    ChildGuard,
+    counting, listen, malloc_counters, malloc_info, pss_bytes, raise_nofile, rss_bytes,
+    trimmed_rss_bytes, ChildGuard,
 };
 
 use std::collections::BTreeMap;
@@ -84,9 +85,15 @@ enum Cmd {
         /// How long after the last answer the memory is read.
         #[arg(long, default_value = "5s", value_parser = parse_duration)]
         settle: Duration,
-        /// Add the live allocations by size class to the result.
+        /// Add the live allocations by size class and (glibc) `malloc_info` per arena to the
+        /// result.
         #[arg(long)]
         heap_profile: bool,
+        /// The allocator of the measured process, under the counting one: `system` (glibc's
+        /// malloc), `jemalloc` or `mimalloc` (the program re-executes itself with
+        /// `KEEPALIVE_ALLOCATOR` set; the child server keeps the system allocator).
+        #[arg(long, value_enum, default_value_t = Backend::System)]
+        allocator: Backend,
     },
     /// The idle race: requests spaced by about the server's 1 s idle timeout.
     IdleRace {
@@ -161,7 +168,13 @@ fn main() {
             warmup,
             settle,
             heap_profile,
-        } => memory(connections, client, slow_ms, warmup, settle, heap_profile),
+            allocator,
+        } => {
+            if counting::backend() != allocator {
+                reexec_with(allocator);
+            }
+            memory(connections, client, slow_ms, warmup, settle, heap_profile)
+        }
         Cmd::IdleRace {
             server,
             label,
@@ -374,10 +387,23 @@ fn serve_child(addr: SocketAddr) {
 // ---------------------------------------------------------------------------------------------
 // memory
 
+/// Runs this program again, in this process, under `allocator` (chosen before the first
+/// allocation, so only a new program image can change it).
+fn reexec_with(allocator: Backend) -> ! {
+    use std::os::unix::process::CommandExt as _;
+    let exe = std::env::current_exe().expect("current_exe");
+    let error = Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .env(ALLOCATOR_ENV, allocator.name())
+        .exec();
+    panic!("re-executing under {}: {error}", allocator.name());
+}
+
 fn spawn_child_server() -> (ChildGuard, SocketAddr) {
     let exe = std::env::current_exe().expect("current_exe");
     let mut child = Command::new(exe)
         .args(["serve", "--addr", "127.0.0.1:0"])
+        .env_remove(ALLOCATOR_ENV)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -569,6 +595,12 @@ fn memory(
         let heap_after = counting::live();
         let malloc_after = malloc_counters();
         let classes = heap_profile.then(counting::classes);
+        let arenas = heap_profile.then(|| {
+            malloc_info()
+                .iter()
+                .map(|a| a.to_json())
+                .collect::<Vec<_>>()
+        });
         // Last: it changes what any later figure would see.
         let rss_trimmed = trimmed_rss_bytes();
         let opened = match client.as_deref() {
@@ -588,14 +620,16 @@ fn memory(
             "heap_before": heap_before,
             "heap_after": heap_after,
             "heap_per_conn": per(heap_after as u64, heap_before as u64),
-            "glibc_free_per_conn": per(malloc_after.free, malloc_before.free),
-            "glibc_arena_per_conn": per(
+            "allocator": counting::backend().name(),
+            "allocator_free_per_conn": per(malloc_after.free, malloc_before.free),
+            "allocator_arena_per_conn": per(
                 malloc_after.arena + malloc_after.mmap,
                 malloc_before.arena + malloc_before.mmap
             ),
             "rss_after_trim": rss_trimmed,
-            "bytes_per_conn_after_trim": per(rss_trimmed, rss_before),
+            "bytes_per_conn_after_trim": rss_trimmed.map(|t| per(t, rss_before)),
             "heap_classes": classes,
+            "arenas": arenas,
             "established_client_sockets": established,
             "idle_in_pool": idle,
             "opened": opened,

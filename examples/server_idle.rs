@@ -52,9 +52,10 @@ use hyper_util::rt::TokioIo;
 use keepalive::tcp_state::{self, Filter};
 use keepalive::{ServerConfig, ServerStats};
 use serde_json::{json, Value};
+use support::memory::counting::{Backend, ALLOCATOR_ENV};
 use support::memory::{
-    counting, listen, malloc_counters, print_malloc_stats, pss_bytes, raise_nofile, rss_bytes,
-    tcp_sockstat, trimmed_rss_bytes, ChildGuard,
+    counting, listen, malloc_counters, malloc_info, print_malloc_stats, pss_bytes, raise_nofile,
+    rss_bytes, tcp_sockstat, trimmed_rss_bytes, ChildGuard,
 };
 use support::parse_duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -113,10 +114,24 @@ struct RunArgs {
     /// the headline (`rss_per_connection`).
     #[arg(long, default_value = "5s,15s", value_delimiter = ',', value_parser = parse_duration)]
     after: Vec<Duration>,
-    /// After the last measure, print the server's live allocations by size class (as JSON, in
-    /// the result) and glibc's per-arena statistics (on the server's stderr).
+    /// After the last measure, print the server's live allocations by size class and (glibc)
+    /// `malloc_info` per arena (as JSON, in the result), and the allocator's own statistics
+    /// (on the server's stderr).
     #[arg(long)]
     heap_profile: bool,
+    /// The servers' allocators, comma-separated, each under the counting allocator (the
+    /// server child gets `KEEPALIVE_ALLOCATOR`): `system` (glibc's malloc), `jemalloc`,
+    /// `mimalloc`. Every server and count is measured with each.
+    #[arg(long, value_enum, default_value = "system", value_delimiter = ',')]
+    allocator: Vec<Backend>,
+    /// A command the server child is run under, split at spaces (e.g. `heaptrack -o
+    /// /tmp/ht`): the server then ends by itself (its standard input closed) while the
+    /// connections are still held, so a heap profiler's "leaked" list is what they hold.
+    #[arg(long)]
+    server_wrapper: Option<String>,
+    /// The keepalive server's `ServerConfig::park_after` (default: the crate's, 100 ms).
+    #[arg(long, value_parser = parse_duration)]
+    park_after: Option<Duration>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -148,6 +163,9 @@ enum Cmd {
         /// with connection tasks) instead of on the main thread.
         #[arg(long)]
         spawned: bool,
+        /// `ServerConfig::park_after` for the keepalive server.
+        #[arg(long, value_parser = parse_duration)]
+        park_after: Option<Duration>,
     },
     /// (child) Open `connections` to `addr`, one request each, then hold them until stdin closes.
     Hold {
@@ -194,7 +212,8 @@ fn main() {
             kind,
             addr,
             spawned,
-        }) => serve_child(kind, addr, spawned),
+            park_after,
+        }) => serve_child(kind, addr, spawned, park_after),
         Some(Cmd::Hold {
             addr,
             connections,
@@ -216,7 +235,7 @@ async fn hello(_req: Request<Incoming>) -> Result<Response<Full<Bytes>>, std::co
     ))))
 }
 
-fn serve_child(kind: Kind, addr: SocketAddr, spawned: bool) {
+fn serve_child(kind: Kind, addr: SocketAddr, spawned: bool, park_after: Option<Duration>) {
     raise_nofile();
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
     let listener = rt.block_on(async { listen(addr) }).expect("bind");
@@ -235,6 +254,7 @@ fn serve_child(kind: Kind, addr: SocketAddr, spawned: bool) {
                         .unwrap_or_default();
                     let malloc = malloc_counters();
                     json!({
+                        "allocator": counting::backend().name(),
                         "heap": counting::live(),
                         "rss": rss_bytes(),
                         "pss": pss_bytes(),
@@ -248,10 +268,13 @@ fn serve_child(kind: Kind, addr: SocketAddr, spawned: bool) {
                 "trim" => json!({ "rss": trimmed_rss_bytes() }),
                 "profile" => {
                     print_malloc_stats();
-                    json!(counting::classes()
-                        .into_iter()
-                        .map(|(size, count, bytes)| json!([size, count, bytes]))
-                        .collect::<Vec<_>>())
+                    json!({
+                        "classes": counting::classes()
+                            .into_iter()
+                            .map(|(size, count, bytes)| json!([size, count, bytes]))
+                            .collect::<Vec<_>>(),
+                        "arenas": malloc_info().iter().map(|a| a.to_json()).collect::<Vec<_>>(),
+                    })
                 }
                 _ => continue,
             };
@@ -270,8 +293,11 @@ fn serve_child(kind: Kind, addr: SocketAddr, spawned: bool) {
                 tokio::spawn(hold_bare(stream));
             },
             Kind::Keepalive => {
-                let server = keepalive::serve(listener, tower::service_fn(hello))
-                    .config(ServerConfig::default());
+                let mut config = ServerConfig::default();
+                if let Some(after) = park_after {
+                    config = config.park_after(Some(after));
+                }
+                let server = keepalive::serve(listener, tower::service_fn(hello)).config(config);
                 let _ = SERVER_STATS.set(server.stats());
                 let _ = server.await;
             }
@@ -457,18 +483,33 @@ async fn read_answer(stream: &mut TcpStream) -> std::io::Result<()> {
 
 /// A child server and its control pipes.
 struct ChildServer {
-    _guard: ChildGuard,
+    guard: ChildGuard,
     addr: SocketAddr,
-    control: ChildStdin,
+    control: Option<ChildStdin>,
     replies: BufReader<ChildStdout>,
 }
 
 impl ChildServer {
-    fn start(kind: Kind, spawned: bool) -> ChildServer {
+    fn start(
+        kind: Kind,
+        spawned: bool,
+        allocator: Backend,
+        wrapper: Option<&str>,
+        park_after: Option<Duration>,
+    ) -> ChildServer {
         let exe = std::env::current_exe().expect("current_exe");
-        let mut child = Command::new(exe)
+        let mut words: Vec<String> = wrapper
+            .unwrap_or("")
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        words.push(exe.to_string_lossy().into_owned());
+        let mut child = Command::new(&words[0])
+            .args(&words[1..])
             .args(["serve", "--kind", kind.name()])
             .args(spawned.then_some("--spawned"))
+            .args(park_after.map(|a| format!("--park-after={}s", a.as_secs_f64())))
+            .env(ALLOCATOR_ENV, allocator.name())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -476,24 +517,46 @@ impl ChildServer {
             .expect("spawn the server");
         let control = child.stdin.take().expect("stdin");
         let mut replies = BufReader::new(child.stdout.take().expect("stdout"));
-        let mut line = String::new();
-        replies.read_line(&mut line).expect("first line");
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"));
+        // A wrapper may print lines of its own first.
+        let mut addr = None;
+        for _ in 0..20 {
+            let mut line = String::new();
+            if replies.read_line(&mut line).expect("first line") == 0 {
+                break;
+            }
+            addr = line
+                .trim()
+                .strip_prefix("listening on ")
+                .and_then(|a| a.parse().ok());
+            if addr.is_some() {
+                break;
+            }
+        }
         ChildServer {
-            _guard: ChildGuard(child),
-            addr,
-            control,
+            guard: ChildGuard(child),
+            addr: addr.expect("the server's `listening on` line"),
+            control: Some(control),
             replies,
+        }
+    }
+
+    /// Closes the server's standard input (it exits by itself) and waits for it, at most
+    /// `limit`; the guard kills it after that.
+    fn finish(mut self, limit: Duration) {
+        drop(self.control.take());
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Ok(Some(_)) = self.guard.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
     /// Sends `command` (`measure`, `trim` or `profile`) and returns the server's JSON answer.
     fn ask(&mut self, command: &str) -> Value {
-        writeln!(self.control, "{command}").expect("ask the server");
+        let control = self.control.as_mut().expect("the server's stdin");
+        writeln!(control, "{command}").expect("ask the server");
         let mut line = String::new();
         self.replies
             .read_line(&mut line)
@@ -542,15 +605,17 @@ fn run(args: RunArgs) {
         .expect("tokio runtime");
     let mut summary = Vec::new();
     let mut run_index = 0usize;
-    for &n in &counts {
-        for &pattern in &args.patterns {
-            for &kind in &args.servers {
-                // A fresh 127.K.0.0/16 of source addresses per run (K = 10..=249).
-                let octet = 10 + (run_index % 240) as u8;
-                run_index += 1;
-                let result = measure_one(kind, n, pattern, octet, &args, &load_rt);
-                println!("{result}");
-                summary.push(result);
+    for &allocator in &args.allocator {
+        for &n in &counts {
+            for &pattern in &args.patterns {
+                for &kind in &args.servers {
+                    // A fresh 127.K.0.0/16 of source addresses per run (K = 10..=249).
+                    let octet = 10 + (run_index % 240) as u8;
+                    run_index += 1;
+                    let result = measure_one(kind, allocator, n, pattern, octet, &args, &load_rt);
+                    println!("{result}");
+                    summary.push(result);
+                }
             }
         }
     }
@@ -559,6 +624,7 @@ fn run(args: RunArgs) {
 
 fn measure_one(
     kind: Kind,
+    allocator: Backend,
     n: usize,
     pattern: Pattern,
     octet: u8,
@@ -566,11 +632,18 @@ fn measure_one(
     load_rt: &tokio::runtime::Runtime,
 ) -> Value {
     eprintln!(
-        "== {} with {n} idle connections ({})",
+        "== {} with {n} idle connections ({}, {})",
         kind.name(),
-        pattern.name()
+        pattern.name(),
+        allocator.name()
     );
-    let mut server = ChildServer::start(kind, args.spawned);
+    let mut server = ChildServer::start(
+        kind,
+        args.spawned,
+        allocator,
+        args.server_wrapper.as_deref(),
+        args.park_after,
+    );
     let load_secs = Duration::from_secs_f64(args.load_secs);
     let addr = server.addr;
     let load = |rt: &tokio::runtime::Runtime, secs: Duration| {
@@ -593,6 +666,11 @@ fn measure_one(
     let none = (!load_secs.is_zero()).then(|| median_load(load_rt));
     let open_before = server.wait_for_connections(0, Duration::from_secs(10));
     let before = server.ask("measure");
+    assert_eq!(
+        before["allocator"].as_str(),
+        Some(allocator.name()),
+        "the server runs under the allocator asked for"
+    );
     let (_, sock_mem_before) = tcp_sockstat();
 
     let exe = std::env::current_exe().expect("current_exe");
@@ -648,14 +726,23 @@ fn measure_one(
             "active": after["active"],
         }));
     }
-    let trimmed = server.ask("trim");
+    // The profile before the trim, which changes what glibc holds.
     let profile = args.heap_profile.then(|| server.ask("profile"));
+    let trimmed = server.ask("trim");
     let with_held = (!load_secs.is_zero()).then(|| median_load(load_rt));
+    // The server ends first, with the connections still held (a wrapper's heap profile then
+    // lists what they hold).
+    server.finish(Duration::from_secs(if args.server_wrapper.is_some() {
+        120
+    } else {
+        5
+    }));
     drop(holder);
 
     let first = &points[0];
     json!({
         "server": kind.name(),
+        "allocator": allocator.name(),
         "pattern": pattern.name(),
         "connections": n,
         "held": held,
@@ -668,7 +755,8 @@ fn measure_one(
         "rss_per_connection": first["rss_per_connection"],
         "heap_per_connection": first["heap_per_connection"],
         "after": points,
-        "rss_after_malloc_trim_per_connection": per(&trimmed, "rss"),
+        "rss_after_malloc_trim_per_connection":
+            (!trimmed["rss"].is_null()).then(|| per(&trimmed, "rss")),
         "heap_profile": profile,
         "load_none": none,
         "load_held": with_held,
@@ -750,8 +838,8 @@ async fn keep_alive_load(addr: SocketAddr, connections: usize, secs: Duration) -
 fn print_summary(results: &[Value], after: &[Duration]) {
     eprintln!();
     let mut head = format!(
-        "{:<10} {:<8} {:>6} {:>6}",
-        "server", "pattern", "conns", "held"
+        "{:<10} {:<9} {:<8} {:>6} {:>6}",
+        "server", "allocator", "pattern", "conns", "held"
     );
     for wait in after {
         let s = format!("{}s", wait.as_secs_f64());
@@ -759,19 +847,21 @@ fn print_summary(results: &[Value], after: &[Duration]) {
     }
     head += &format!(
         " {:>10} {:>11} {:>10} {:>9} {:>9}",
-        "heap/conn", "glibc free", "trimmed", "rps held", "p99 held"
+        "heap/conn", "alloc free", "trimmed", "rps held", "p99 held"
     );
     eprintln!("{head}");
     for r in results {
         let bare = results.iter().find(|b| {
             b["server"] == "bare"
+                && b["allocator"] == r["allocator"]
                 && b["connections"] == r["connections"]
                 && b["pattern"] == r["pattern"]
         });
         let number = |v: &Value| v.as_f64().map_or("-".to_string(), |v| format!("{v:.0}"));
         let mut row = format!(
-            "{:<10} {:<8} {:>6} {:>6}",
+            "{:<10} {:<9} {:<8} {:>6} {:>6}",
             r["server"].as_str().unwrap_or(""),
+            r["allocator"].as_str().unwrap_or(""),
             r["pattern"].as_str().unwrap_or(""),
             number(&r["connections"]),
             number(&r["held"])
@@ -803,9 +893,11 @@ fn print_summary(results: &[Value], after: &[Duration]) {
     }
     eprintln!(
         "(rss/conn: VmRSS of the server, its own process, no trimming, (after - before) / held, \
-         bytes, that long after the last answer; heap/conn: live heap by the counting allocator, \
-         at the first time; glibc free: bytes glibc holds free (mallinfo2 fordblks), per \
-         connection; trimmed: VmRSS after malloc_trim(0), not what an operator sees; rps held \
-         and p99 held: ratios with the idle connections held / with none)"
+         bytes, that long after the last answer; x bare: over bare with the same allocator; \
+         heap/conn: live heap by the counting allocator, at the first time; alloc free: bytes \
+         the allocator holds free (glibc: mallinfo2 fordblks; jemalloc: resident - allocated; \
+         mimalloc: committed - live), per connection; trimmed: VmRSS after malloc_trim(0) \
+         (glibc only; not what an operator sees); rps held and p99 held: ratios with the idle \
+         connections held / with none)"
     );
 }
