@@ -626,8 +626,9 @@ fn memory(
                 malloc_after.arena + malloc_after.mmap,
                 malloc_before.arena + malloc_before.mmap
             ),
-            "rss_after_trim": rss_trimmed,
-            "bytes_per_conn_after_trim": rss_trimmed.map(|t| per(t, rss_before)),
+            "rss_after_trim": rss_trimmed.map(|(rss, _)| rss),
+            "bytes_per_conn_after_trim": rss_trimmed.map(|(rss, _)| per(rss, rss_before)),
+            "malloc_trim_us": rss_trimmed.map(|(_, took)| took.as_micros() as u64),
             "heap_classes": classes,
             "arenas": arenas,
             "established_client_sockets": established,
