@@ -94,6 +94,9 @@ enum Cmd {
         /// `KEEPALIVE_ALLOCATOR` set; the child server keeps the system allocator).
         #[arg(long, value_enum, default_value_t = Backend::System)]
         allocator: Backend,
+        /// The crate's client: `ClientConfig::park_after` (default: the crate's, 100 ms).
+        #[arg(long, value_parser = parse_duration)]
+        park_after: Option<Duration>,
     },
     /// The idle race: requests spaced by about the server's 1 s idle timeout.
     IdleRace {
@@ -169,10 +172,12 @@ fn main() {
             settle,
             heap_profile,
             allocator,
+            park_after,
         } => {
             if counting::backend() != allocator {
                 reexec_with(allocator);
             }
+            let _ = CLIENT_PARK_AFTER.set(park_after);
             memory(connections, client, slow_ms, warmup, settle, heap_profile)
         }
         Cmd::IdleRace {
@@ -423,10 +428,17 @@ fn spawn_child_server() -> (ChildGuard, SocketAddr) {
     (guard, addr)
 }
 
+/// `memory --park-after`, for the crate's client.
+static CLIENT_PARK_AFTER: std::sync::OnceLock<Option<Duration>> = std::sync::OnceLock::new();
+
 fn memory_client(kind: MemClient, connections: usize) -> Option<AnyClient> {
+    let mut config = ClientConfig::new();
+    if let Some(&Some(after)) = CLIENT_PARK_AFTER.get() {
+        config = config.park_after(Some(after));
+    }
     match kind {
         MemClient::Keepalive => Some(AnyClient::Keepalive(Client::new(
-            ClientConfig::new()
+            config
                 .max_idle_per_host(connections)
                 .idle_timeout(Duration::from_secs(600)),
         ))),
@@ -626,8 +638,9 @@ fn memory(
                 malloc_after.arena + malloc_after.mmap,
                 malloc_before.arena + malloc_before.mmap
             ),
-            "rss_after_trim": rss_trimmed,
-            "bytes_per_conn_after_trim": rss_trimmed.map(|t| per(t, rss_before)),
+            "rss_after_trim": rss_trimmed.map(|(rss, _)| rss),
+            "bytes_per_conn_after_trim": rss_trimmed.map(|(rss, _)| per(rss, rss_before)),
+            "malloc_trim_us": rss_trimmed.map(|(_, took)| took.as_micros() as u64),
             "heap_classes": classes,
             "arenas": arenas,
             "established_client_sockets": established,

@@ -265,7 +265,10 @@ fn serve_child(kind: Kind, addr: SocketAddr, spawned: bool, park_after: Option<D
                         "active": snapshot.active,
                     })
                 }
-                "trim" => json!({ "rss": trimmed_rss_bytes() }),
+                "trim" => match trimmed_rss_bytes() {
+                    Some((rss, took)) => json!({ "rss": rss, "trim_us": took.as_micros() as u64 }),
+                    None => json!({ "rss": null }),
+                },
                 "profile" => {
                     print_malloc_stats();
                     json!({
@@ -757,6 +760,7 @@ fn measure_one(
         "after": points,
         "rss_after_malloc_trim_per_connection":
             (!trimmed["rss"].is_null()).then(|| per(&trimmed, "rss")),
+        "malloc_trim_us": trimmed["trim_us"],
         "heap_profile": profile,
         "load_none": none,
         "load_held": with_held,

@@ -223,20 +223,22 @@ pub(crate) fn raise_nofile() -> Option<u64> {
 }
 
 /// VmRSS after giving the allocator's free pages back to the kernel (`malloc_trim(0)`, glibc
-/// only: `None` under another allocator). No server calls it, so this is not what an operator
-/// sees: label it "after malloc_trim" and never make it the headline. Take it last, it changes
-/// what later figures see.
-pub(crate) fn trimmed_rss_bytes() -> Option<u64> {
+/// only: `None` under another allocator), and how long the call took. No server calls it, so
+/// this is not what an operator sees: label it "after malloc_trim" and never make it the
+/// headline. Take it last, it changes what later figures see.
+pub(crate) fn trimmed_rss_bytes() -> Option<(u64, std::time::Duration)> {
     if counting::backend() != counting::Backend::System {
         return None;
     }
+    let start = std::time::Instant::now();
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only releases free heap memory; it takes no pointers.
     #[allow(unsafe_code)]
     unsafe {
         libc::malloc_trim(0);
     }
-    Some(rss_bytes())
+    let took = start.elapsed();
+    Some((rss_bytes(), took))
 }
 
 /// A `kB` field of a /proc file of this process, in bytes (0 when missing).
