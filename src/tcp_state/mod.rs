@@ -60,7 +60,7 @@ pub struct SocketEntry {
 
 /// Which end of a socket a port filter applies to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
+enum Side {
     /// The socket's own end ([`SocketEntry::local`]).
     Local,
     /// The peer's end ([`SocketEntry::remote`]).
@@ -176,7 +176,8 @@ pub fn count_sock_diag(filter: Filter) -> io::Result<StateCounts> {
     }
 }
 
-/// An IPv4-mapped IPv6 address as IPv4, anything else unchanged.
+/// An IPv4-mapped IPv6 address as IPv4, anything else unchanged (both readers report
+/// addresses this way).
 fn canonical_ip(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),

@@ -11,7 +11,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use super::{Filter, SocketEntry, StateCounts, TcpState};
+use super::{canonical_ip, Filter, SocketEntry, StateCounts, TcpState};
 
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
 const NLM_F_REQUEST: u16 = 0x1;
@@ -169,17 +169,9 @@ fn parse_message(payload: &[u8]) -> Option<SocketEntry> {
         }
     };
     Some(SocketEntry {
-        local: SocketAddr::new(canonical(address(4)?), local_port),
-        remote: SocketAddr::new(canonical(address(20)?), remote_port),
+        local: SocketAddr::new(canonical_ip(address(4)?), local_port),
+        remote: SocketAddr::new(canonical_ip(address(20)?), remote_port),
         state,
         keepalive_timer: None,
     })
-}
-
-/// IPv4-mapped IPv6 addresses as IPv4, as the /proc reader reports them.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-        v4 => v4,
-    }
 }
