@@ -192,7 +192,9 @@ pub mod server;
 pub mod socket;
 pub mod tcp_state;
 
-pub use server::{serve, CloseReason, KeepAliveLayer, ServerConfig, ServerStats, StatsSnapshot};
+pub use server::{
+    serve, CloseReason, ConnectionInfo, KeepAliveLayer, ServerConfig, ServerStats, StatsSnapshot,
+};
 pub use socket::SocketOptions;
 
 /// The boxed error type used where errors of several sources meet.

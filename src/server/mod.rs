@@ -6,6 +6,7 @@
 
 mod config;
 mod conn;
+mod connection_info;
 mod hyper_service;
 mod layer;
 mod policy;
@@ -14,6 +15,7 @@ mod stats;
 
 pub use config::ServerConfig;
 pub use conn::{Cleartext, Handshake, HttpService, ServerIo, TrackedBody};
+pub use connection_info::ConnectionInfo;
 pub use hyper_service::HyperToTowerService;
 pub use layer::{KeepAlive, KeepAliveLayer, ResponseFuture};
 pub use serve::{serve, Serve, WithGracefulShutdown};

@@ -2,6 +2,7 @@
 //! builder, the keep-alive policy, and the two tables all connections share (what the server
 //! remembers about client addresses, and where connections watch the shutdown).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use hyper::server::conn::http1;
@@ -21,6 +22,8 @@ pub(crate) struct ConnContext {
     pub(crate) policy: Policy,
     pub(crate) peers: PeerMemory,
     pub(crate) parking: ParkingLot,
+    /// The id the next accepted connection gets (`ConnectionInfo::id`).
+    next_connection_id: AtomicU64,
 }
 
 impl ConnContext {
@@ -45,6 +48,12 @@ impl ConnContext {
             policy,
             peers: PeerMemory::default(),
             parking: ParkingLot::default(),
+            next_connection_id: AtomicU64::new(1),
         }
+    }
+
+    /// A new connection's id: unique in this serve, increasing.
+    pub(crate) fn next_connection_id(&self) -> u64 {
+        self.next_connection_id.fetch_add(1, Ordering::Relaxed)
     }
 }

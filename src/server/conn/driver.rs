@@ -23,6 +23,7 @@ use super::parking::{Parked, Stage};
 use super::service::{ConnService, HttpService};
 use super::state::{Phase, Shared};
 use crate::fin::Fill;
+use crate::server::connection_info::ConnectionInfo;
 use crate::server::stats::CloseReason;
 
 /// Starts serving one accepted connection, on a task of its own.
@@ -38,7 +39,19 @@ pub(crate) fn spawn_connection<S, H>(
     S: HttpService,
     H: Handshake,
 {
+    let accepted_at = std::time::Instant::now();
     let _ = ctx.config.socket.apply(&stream);
+    let info = ConnectionInfo {
+        peer_addr: peer,
+        // getsockname on an accepted socket fails only if the socket is already gone; the
+        // connection then ends at its first read.
+        local_addr: stream
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0))),
+        id: ctx.next_connection_id(),
+        request_number: 0,
+        accepted_at,
+    };
     let shared = Arc::new(Shared::new(
         stream,
         peer.ip(),
@@ -47,7 +60,7 @@ pub(crate) fn spawn_connection<S, H>(
     ));
     ctx.stats.connection_opened();
     let mut handshaking = handshake.handshake(ServerIo::new(ConnIo::new(shared.clone())));
-    let service = ConnService::new(service, shared.clone());
+    let service = ConnService::new(service, shared.clone(), info);
     let parts = ConnParts {
         shared,
         service,

@@ -15,6 +15,7 @@ use tower::util::Oneshot;
 use tower::ServiceExt;
 
 use super::state::Shared;
+use crate::server::connection_info::ConnectionInfo;
 use crate::server::policy::{RequestFacts, ServedByKeepalive};
 use crate::BoxError;
 
@@ -72,6 +73,10 @@ where
 pub(crate) struct ConnService<S> {
     inner: S,
     shared: Arc<Shared>,
+    // Built once per connection; a small `Copy` struct rather than an `Arc`: each request gets
+    // a copy with its own number, and the one allocation per request is the extension map's
+    // own box (an `Arc` would need that box too).
+    info: ConnectionInfo,
 }
 
 // hyper's connection must be movable (`Unpin`) to be taken apart when it is parked or switched
@@ -80,8 +85,12 @@ pub(crate) struct ConnService<S> {
 impl<S> Unpin for ConnService<S> {}
 
 impl<S> ConnService<S> {
-    pub(crate) fn new(inner: S, shared: Arc<Shared>) -> Self {
-        ConnService { inner, shared }
+    pub(crate) fn new(inner: S, shared: Arc<Shared>, info: ConnectionInfo) -> Self {
+        ConnService {
+            inner,
+            shared,
+            info,
+        }
     }
 }
 
@@ -96,8 +105,12 @@ where
 
     fn call(&self, mut request: Request<ReqBody>) -> Self::Future {
         let facts = RequestFacts::of(&request);
-        let hold_for_upgrades = self.shared.request_started(&facts);
+        let (hold_for_upgrades, request_number) = self.shared.request_started(&facts);
         request.extensions_mut().insert(ServedByKeepalive);
+        request.extensions_mut().insert(ConnectionInfo {
+            request_number,
+            ..self.info
+        });
         ConnResponseFuture {
             inner: self.inner.clone().oneshot(request),
             shared: Some(self.shared.clone()),

@@ -208,8 +208,9 @@ impl Shared {
     /// hyper parsed a request head and calls the service.
     ///
     /// Returns whether the response must wait for upgrades to be switched on (the request may
-    /// upgrade and hyper's connection does not support upgrades yet).
-    pub(crate) fn request_started(&self, facts: &RequestFacts) -> bool {
+    /// upgrade and hyper's connection does not support upgrades yet), and which request this
+    /// is on the connection (from 1, counted across parking).
+    pub(crate) fn request_started(&self, facts: &RequestFacts) -> (bool, u64) {
         let may_upgrade = facts.may_upgrade;
         let mut state = self.lock();
         state
@@ -224,7 +225,7 @@ impl Shared {
         }
         self.set_phase(&mut state, Phase::Busy);
         self.ctx.stats.request();
-        hold
+        (hold, u64::from(state.requests))
     }
 
     /// Whether hyper's connection supports upgrades now.
