@@ -170,7 +170,14 @@ enum Outcome {
 /// this task when a request arrives and freed when the connection parks, so a parked
 /// connection holds only the socket, its timers and a few counters.
 async fn run<T: Stream, S: HttpService>(mut conn: Conn<T, S>) {
-    conn.http.activate(&conn.shared.ctx);
+    // A cleartext connection waits parked for its first request (most of a burst of new
+    // connections send one, or none, a while later): hyper's state is built when bytes
+    // arrive. Under TLS the stream may already hold decrypted bytes: hyper reads them.
+    if conn.shared.cleartext && conn.shared.ctx.config.park_after.is_some() {
+        conn.shared.ctx.stats.parked();
+    } else {
+        conn.http.activate(&conn.shared.ctx);
+    }
     let reason = loop {
         let outcome = if conn.http.is_parked() {
             conn.park_wait().await
@@ -236,6 +243,9 @@ impl<T: Stream, S: HttpService> Conn<T, S> {
                     return Poll::Ready(Event::Stage(stage));
                 }
                 let parking = if http.is_plain() { park_after } else { None };
+                if parking.is_some() && shared.park_now() {
+                    return Poll::Ready(Event::ParkNow);
+                }
                 let (deadline, fin) = shared.poll_watch(cx, parking);
                 if let Poll::Ready(Fill::PeerClosed | Fill::Error) = fin {
                     return Poll::Ready(Event::PeerGone);
@@ -270,6 +280,11 @@ impl<T: Stream, S: HttpService> Conn<T, S> {
                         if http.is_plain() && shared.parkable(now, after) && http.park(ctx) {
                             return Outcome::Parked;
                         }
+                    }
+                }
+                Event::ParkNow => {
+                    if http.park(ctx) {
+                        return Outcome::Parked;
                     }
                 }
                 Event::PeerGone => return peer_gone(shared, ctx),

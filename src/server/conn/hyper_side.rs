@@ -23,6 +23,8 @@ pub(super) enum Event {
     Timer,
     /// Bytes arrived on a parked connection.
     Unpark,
+    /// An idle connection parks at once (see [`Shared::park_now`]).
+    ParkNow,
     PeerGone,
     Stage(Stage),
 }

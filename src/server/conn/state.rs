@@ -478,6 +478,24 @@ impl Shared {
             && !state.upgrades_on
     }
 
+    /// Whether the connection parks in this poll, without waiting for `park_after`: idle
+    /// right after its first response and nothing held (as for [`parkable`](Self::parkable)).
+    /// A burst of new connections then does not keep a hyper state each until the timer's
+    /// next tick, and the request buffers they free are not pinned between long-lived
+    /// allocations made meanwhile (glibc gives back only the top of a heap).
+    pub(crate) fn park_now(&self) -> bool {
+        if self.write_pending.load(Ordering::Relaxed) {
+            return false;
+        }
+        let state = self.lock();
+        state.requests == 1
+            && matches!(state.phase, Phase::Idle { .. })
+            && state.read_ahead.buffered() == 0
+            && state.unread.is_none()
+            && state.linger.is_none()
+            && !state.upgrades_on
+    }
+
     /// Bytes of a request (after the TLS layer, if any) were handed to hyper: the first byte of
     /// a head starts the header timeout, and the body's progress is counted.
     pub(crate) fn delivered(&self, bytes: &[u8]) {
